@@ -1,0 +1,46 @@
+"""fastlight's adapter layer: fastai's DataBunch, Learner and callbacks on Lightning's Trainer.
+
+Example:
+    >>> from bridge import DataBunch, Learner, Callback
+    >>> issubclass(Learner, object) and issubclass(Callback, object)
+    True
+"""
+
+from .callback import Callback
+from .data import DataBunch
+from .events import Event
+from .exceptions import (
+    CancelBackwardException,
+    CancelBatchException,
+    CancelEpochException,
+    CancelException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidException,
+)
+from .handler import CallbackHandler
+from .learner import Learner
+from .metrics import AvgMetric
+from .module import LearnerModule
+from .optim import SGD, Adam
+
+__all__ = [
+    "Adam",
+    "AvgMetric",
+    "Callback",
+    "CallbackHandler",
+    "CancelBackwardException",
+    "CancelBatchException",
+    "CancelEpochException",
+    "CancelException",
+    "CancelFitException",
+    "CancelStepException",
+    "CancelTrainException",
+    "CancelValidException",
+    "DataBunch",
+    "Event",
+    "Learner",
+    "LearnerModule",
+    "SGD",
+]

@@ -1,0 +1,134 @@
+"""The one place where fastlight touches ranks and files: rank checks, collectives, atomic writes.
+
+Everything that writes a file goes through :func:`atomic_save` or
+:func:`atomic_write_text`: only global rank 0 writes, into a temporary file in the
+target's folder that is then renamed over the final name, so a crash never leaves a
+half-written file where a good one stood.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_only
+
+__all__ = [
+    "global_rank",
+    "world_size",
+    "is_global_zero",
+    "atomic_save",
+    "atomic_write_text",
+    "reduce_mean",
+    "TMP_SUFFIX",
+]
+
+#: Suffix of in-progress files; never a finished checkpoint.
+TMP_SUFFIX = ".tmp"
+
+
+def _dist_ready() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def global_rank() -> int:
+    """This process's global rank (0 without distributed training).
+
+    Example:
+        >>> global_rank()
+        0
+    """
+    if _dist_ready():
+        return int(dist.get_rank())
+    return int(getattr(rank_zero_only, "rank", 0) or 0)
+
+
+def world_size() -> int:
+    """The number of processes in the job (1 without distributed training).
+
+    Example:
+        >>> world_size()
+        1
+    """
+    return int(dist.get_world_size()) if _dist_ready() else 1
+
+
+def is_global_zero() -> bool:
+    """True in the process that writes files and prints (global rank 0).
+
+    Example:
+        >>> is_global_zero()
+        True
+    """
+    return global_rank() == 0
+
+
+def _atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save(obj, path)`` on global rank 0 only, atomically (temp file + rename).
+
+    Returns the final path on every rank.
+
+    Example:
+        >>> import tempfile, torch
+        >>> p = atomic_save({"w": torch.ones(2)}, tempfile.mkdtemp() + "/w.pth")
+        >>> torch.load(p, weights_only=True)["w"].tolist()
+        [1.0, 1.0]
+    """
+    if not is_global_zero():
+        return Path(path)
+    return _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def atomic_write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` to ``path`` on global rank 0 only, atomically.
+
+    Example:
+        >>> import tempfile
+        >>> atomic_write_text("a,b\\n", tempfile.mkdtemp() + "/h.csv").read_text()
+        'a,b\\n'
+    """
+    if not is_global_zero():
+        return Path(path)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    return _atomic(path, write)
+
+
+def reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` over all ranks (``t`` itself without distributed training).
+
+    Example:
+        >>> import torch
+        >>> reduce_mean(torch.tensor([1.0, 3.0])).tolist()
+        [1.0, 3.0]
+    """
+    if not _dist_ready() or dist.get_world_size() == 1:
+        return t
+    out = t.detach().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out / dist.get_world_size()

@@ -1,0 +1,211 @@
+"""``CallbackHandler``: holds callbacks sorted by ``order`` and dispatches events to them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from .events import EVENT_NAMES, INNER_LOOP
+from .exceptions import CancelException
+
+__all__ = ["CallbackHandler", "event_methods"]
+
+_Entry = tuple[Any, Callable[[], Any]]
+
+
+def event_methods(cb: object, names: Iterable[str] = EVENT_NAMES) -> dict[str, Callable[..., Any]]:
+    """The event methods ``cb`` defines, by event name, bound to ``cb``.
+
+    Looked up with :func:`inspect.getattr_static`, so objects that forward unknown
+    attributes (course-v3 callbacks forward to their runner) are never asked for a
+    method they lack.
+
+    Example:
+        >>> class Cb:
+        ...     def after_batch(self): ...
+        >>> list(event_methods(Cb()))
+        ['after_batch']
+    """
+    found: dict[str, Callable[..., Any]] = {}
+    for name in names:
+        attr = inspect.getattr_static(cb, name, None)
+        if attr is None:
+            continue
+        if isinstance(attr, (staticmethod, classmethod)) or callable(attr):
+            found[name] = getattr(cb, name)
+    return found
+
+
+def _note(exc: BaseException, cb: object, event: str) -> None:
+    # Name the callback and the event once, on the innermost dispatch that saw the error.
+    if getattr(exc, "_fastlight_noted", False):
+        return
+    exc.add_note(f"fastlight: raised by callback {type(cb).__name__} in event `{event}`")
+    try:
+        exc._fastlight_noted = True  # type: ignore[attr-defined]
+    except AttributeError:  # exceptions with __slots__
+        pass
+
+
+class CallbackHandler:
+    """Callbacks sorted by ``order`` (stable), callable per event.
+
+    ``handler("after_batch")`` and ``handler.after_batch()`` run every callback that
+    defines ``after_batch``, skipping muted ones (``run = False``) and, for batch-level
+    events, those whose ``run_train`` / ``run_valid`` excludes the current phase. The
+    per-event dispatch table is built once after callbacks change, never per event.
+
+    Example:
+        >>> from bridge import Callback, CallbackHandler
+        >>> class Hello(Callback):
+        ...     def before_fit(self) -> None:
+        ...         print("hello")
+        >>> handler = CallbackHandler([Hello()])
+        >>> handler("before_fit")
+        hello
+        >>> handler.before_fit()
+        hello
+    """
+
+    def __init__(self, cbs: Iterable[Any] | None = None, training: Callable[[], bool] | None = None) -> None:
+        self._cbs: list[Any] = []
+        self._table: dict[str, tuple[bool, tuple[_Entry, ...]]] | None = None
+        self._training = training or (lambda: True)
+        for cb in cbs or ():
+            self.add(cb)
+
+    # -- membership -------------------------------------------------------------------
+    @property
+    def cbs(self) -> list[Any]:
+        """The callbacks, in the order they run."""
+        return list(self._cbs)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(self._cbs))
+
+    def __len__(self) -> int:
+        return len(self._cbs)
+
+    def __contains__(self, cb: object) -> bool:
+        return any(c is cb for c in self._cbs)
+
+    def add(self, cb: Any) -> None:
+        """Insert ``cb`` after every callback whose order is <= its own.
+
+        Example:
+            >>> h = CallbackHandler()
+            >>> h.add(object())  # no events: allowed here, the Learner checks them
+        """
+        order = _order(cb)
+        pos = len(self._cbs)
+        for i, other in enumerate(self._cbs):
+            if _order(other) > order:
+                pos = i
+                break
+        self._cbs.insert(pos, cb)
+        self._table = None
+
+    def remove(self, cb: Any) -> None:
+        """Remove ``cb`` (by identity); a callback that is not there is ignored.
+
+        Example:
+            >>> h = CallbackHandler(); c = object(); h.add(c); h.remove(c); len(h)
+            0
+        """
+        self._cbs = [c for c in self._cbs if c is not cb]
+        self._table = None
+
+    def resort(self) -> None:
+        """Re-sort after a callback's ``order`` changed (stable).
+
+        Example:
+            >>> CallbackHandler().resort()
+        """
+        self._cbs.sort(key=_order)
+        self._table = None
+
+    # -- dispatch -----------------------------------------------------------------------
+    def _build(self) -> dict[str, tuple[bool, tuple[_Entry, ...]]]:
+        per_cb = [(cb, event_methods(cb)) for cb in self._cbs]
+        table = {
+            name: (name in INNER_LOOP, tuple((cb, meths[name]) for cb, meths in per_cb if name in meths))
+            for name in EVENT_NAMES
+        }
+        self._table = table
+        return table
+
+    def subscribers(self, event: str) -> list[Any]:
+        """The callbacks that run at ``event`` (ignoring ``run`` flags).
+
+        Example:
+            >>> CallbackHandler().subscribers("after_batch")
+            []
+        """
+        table = self._table if self._table is not None else self._build()
+        return [cb for cb, _ in table[event][1]]
+
+    def __call__(self, event: str) -> None:
+        table = self._table if self._table is not None else self._build()
+        inner, entries = table[event]
+        if entries:
+            training = self._training() if inner else True
+            for cb, meth in entries:
+                if not getattr(cb, "run", True):
+                    continue
+                if inner and not getattr(cb, "run_train" if training else "run_valid", True):
+                    continue
+                try:
+                    meth()
+                except CancelException:
+                    raise
+                except Exception as exc:
+                    _note(exc, cb, event)
+                    raise
+        if event == "after_fit":
+            for cb in self._cbs:
+                if getattr(cb, "run", True) is False:
+                    cb.run = True
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        if name in EVENT_NAMES:
+            return lambda: self(name)
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+
+    def show_training_loop(self) -> str:
+        """A text listing of which callbacks run at each event, in loop order.
+
+        Example:
+            >>> print(CallbackHandler().show_training_loop())  # doctest: +ELLIPSIS
+            Start Fit
+            ...
+        """
+        indent = 0
+        lines: list[str] = []
+        for name in EVENT_NAMES:
+            if name == "after_create":
+                continue
+            if name.startswith("before_") and name != "before_backward" and name != "before_step":
+                lines.append("  " * indent + "Start " + name[7:].capitalize())
+                indent += 1
+            subs = self.subscribers(name)
+            if subs:
+                lines.append("  " * indent + f"- {name:<22}: " + ", ".join(type(c).__name__ for c in subs))
+            if name.startswith("after_") and not name.startswith("after_cancel") and name[6:] in (
+                "batch",
+                "train",
+                "validate",
+                "epoch",
+                "fit",
+            ):
+                indent = max(indent - 1, 0)
+                lines.append("  " * indent + "End " + name[6:].capitalize())
+        return "\n".join(lines)
+
+
+def _order(cb: object) -> int:
+    for attr in ("order", "_order"):
+        value = inspect.getattr_static(cb, attr, None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return int(value)
+    return 0

@@ -1,0 +1,648 @@
+"""``Learner``: fastai's training API (fit, validate, get_preds, save/load, callbacks) on Lightning."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from .callback import Callback, callback_name
+from .data import DataBunch
+from .distributed import atomic_save, is_global_zero
+from .handler import CallbackHandler, event_methods
+from .metrics import as_metric, metric_name
+from .module import LearnerModule
+from .optim import NO_WD, Adam, OptFunc, param_groups, set_hyper
+from .train_eval import TrainEvalCallback
+
+__all__ = ["Learner"]
+
+_TRAINER_KWARGS = frozenset(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+# Options the Learner owns, with what to use instead.
+_RESERVED = {
+    "max_epochs": "pass the number of epochs to fit(n_epoch)",
+    "min_epochs": "fastai always runs the n_epoch given to fit(); use EarlyStoppingCallback to stop early",
+    "gradient_clip_val": "use callbacks.GradientClip(max_norm=...) (fastai's way; it sees unscaled grads)",
+    "gradient_clip_algorithm": "use callbacks.GradientClip(norm_type=...)",
+    "accumulate_grad_batches": "use callbacks.GradientAccumulation(n_acc=...)",
+}
+_QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def _check_trainer_options(where: str, options: dict[str, Any]) -> None:
+    for key in options:
+        if key in _RESERVED:
+            raise ValueError(f"{where}: the Trainer option `{key}` is managed by the Learner; {_RESERVED[key]}")
+        if key not in _TRAINER_KWARGS:
+            raise TypeError(
+                f"{where}: unknown keyword `{key}`; Learner keywords are its own arguments plus any "
+                f"lightning.Trainer option ({', '.join(sorted(_TRAINER_KWARGS - set(_RESERVED)))})"
+            )
+
+
+def _check_epochs(n_epoch: object) -> int:
+    if isinstance(n_epoch, bool) or not isinstance(n_epoch, int) or n_epoch < 1:
+        raise ValueError(f"fit: `n_epoch` must be an int >= 1, got {n_epoch!r}")
+    return n_epoch
+
+
+def _check_lr(lr: object, where: str = "Learner") -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        if isinstance(lr, slice):
+            raise TypeError(
+                f"{where}: `lr` as a slice (discriminative learning rates) needs fit_one_cycle with a splitter"
+            )
+        raise ValueError(f"{where}: `lr` must be a positive finite number, got {lr!r}")
+    return float(lr)
+
+
+def trainable_params(model: nn.Module) -> list[list[nn.Parameter]]:
+    """fastai's default splitter: one group with every parameter that requires grad.
+
+    Example:
+        >>> from torch import nn
+        >>> len(trainable_params(nn.Linear(2, 1))[0])
+        2
+    """
+    return [[p for p in model.parameters() if p.requires_grad]]
+
+
+class Learner:
+    """Train ``model`` on ``data`` the fastai way, on Lightning's ``Trainer``.
+
+    Args:
+        data: a :class:`~bridge.DataBunch` (also available as ``learn.dls``).
+        model: the ``nn.Module`` to train; called as ``model(*xb)``.
+        loss_func: ``loss_func(pred, *yb) -> tensor``.
+        opt_func: ``opt_func(param_groups, lr=...) -> torch.optim.Optimizer``; fastai's Adam
+            (torch ``AdamW``, betas (0.9, 0.99), eps 1e-5, wd 0.01) by default.
+        lr: default learning rate of ``fit`` (1e-3).
+        splitter: ``splitter(model) -> list of parameter lists`` (param groups).
+        cbs: callbacks for every fit (fastai v2 style, or any object defining events;
+            Lightning callbacks go to the Trainer).
+        metrics: torchmetrics ``Metric`` objects or functions ``f(pred, *yb) -> tensor``.
+        path, model_dir: where ``save`` writes (``path/model_dir``) and logs go (``path``).
+        wd: weight decay for ``fit`` (None: the optimizer's default).
+        wd_bn_bias: apply weight decay to bias and normalisation parameters too.
+        moms: momentums for ``fit_one_cycle`` (fastai's (0.95, 0.85, 0.95)).
+        default_cbs: add ``TrainEvalCallback`` and ``Recorder`` (as fastai does).
+        **trainer_options: any ``lightning.Trainer`` keyword (accelerator, devices,
+            strategy, precision, plugins, logger, enable_progress_bar, ...), used by every
+            fit; ``fit(...)`` may override them.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch.utils.data import TensorDataset
+        >>> from bridge import DataBunch, Learner
+        >>> ds = TensorDataset(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+        >>> data = DataBunch.from_datasets(ds, ds, bs=16)
+        >>> learn = Learner(data, nn.Linear(4, 2), loss_func=nn.CrossEntropyLoss(), logger=False,
+        ...                 enable_progress_bar=False, path=__import__("tempfile").mkdtemp())
+        >>> learn.fit(1)  # doctest: +ELLIPSIS
+        epoch ...
+        >>> len(learn.validate())
+        1
+    """
+
+    def __init__(
+        self,
+        data: DataBunch,
+        model: nn.Module,
+        loss_func: Callable[..., Tensor] | None = None,
+        opt_func: OptFunc = Adam,
+        lr: float = 1e-3,
+        splitter: Callable[[nn.Module], Sequence[Sequence[nn.Parameter]]] = trainable_params,
+        cbs: Iterable[Any] | Any | None = None,
+        metrics: Iterable[Any] | Any | None = None,
+        path: str | os.PathLike[str] | None = None,
+        model_dir: str | os.PathLike[str] = "models",
+        wd: float | None = None,
+        wd_bn_bias: bool = False,
+        moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
+        default_cbs: bool = True,
+        **trainer_options: Any,
+    ) -> None:
+        if not isinstance(data, DataBunch):
+            raise TypeError(
+                f"Learner: `data` must be a bridge.DataBunch, got {type(data).__name__}; "
+                "wrap loaders with DataBunch(train_dl, valid_dl) or DataBunch.from_datasets(...)"
+            )
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Learner: `model` must be a torch.nn.Module, got {type(model).__name__}")
+        if not any(True for _ in model.parameters()):
+            raise ValueError(
+                f"Learner: `model` ({type(model).__name__}) has no parameters; there is nothing to train"
+            )
+        if loss_func is None:
+            loss_func = getattr(data.train_ds, "loss_func", None)
+        if loss_func is None or not callable(loss_func):
+            raise TypeError(
+                f"Learner: `loss_func` must be callable as loss_func(pred, *yb), got {type(loss_func).__name__}; "
+                "e.g. loss_func=nn.CrossEntropyLoss()"
+            )
+        if not callable(opt_func):
+            raise TypeError(f"Learner: `opt_func` must be callable as opt_func(params, lr=...), got {opt_func!r}")
+        if not callable(splitter):
+            raise TypeError(f"Learner: `splitter` must be callable as splitter(model), got {splitter!r}")
+        if wd is not None and (isinstance(wd, bool) or not isinstance(wd, (int, float)) or wd < 0):
+            raise ValueError(f"Learner: `wd` must be a number >= 0 or None, got {wd!r}")
+        _check_trainer_options("Learner", trainer_options)
+
+        self.dls = data
+        self.model = model
+        self.loss_func = loss_func
+        self.opt_func = opt_func
+        self.lr = _check_lr(lr)
+        self.splitter = splitter
+        self.path = Path(path) if path is not None else Path(".")
+        self.model_dir = Path(model_dir)
+        self.wd = wd
+        self.wd_bn_bias = wd_bn_bias
+        self.moms = moms
+        self.trainer_options = dict(trainer_options)
+        if metrics is None:
+            metrics = []
+        elif not isinstance(metrics, (list, tuple)):
+            metrics = [metrics]
+        self.metrics = [as_metric(m, i) for i, m in enumerate(metrics)]
+
+        # State visible to callbacks (fastai names).
+        self.opt: torch.optim.Optimizer | None = None
+        self.trainer: pl.Trainer | None = None
+        self.stage: str | None = None
+        self.xb: tuple[Any, ...] = (None,)
+        self.yb: tuple[Any, ...] = (None,)
+        self.pred: Any = None
+        self.loss: Any = None
+        self.loss_grad: Any = None
+        self.smooth_loss: Tensor = torch.tensor(0.0)
+        self.epoch, self.n_epoch, self.iter, self.n_iter = 0, 1, 0, 0
+        self.train_iter, self.pct_train = 0, 0.0
+        self.training = False
+        self.dl: Any = None
+        self.exception: BaseException | None = None
+        self.final_record: list[float] | None = None
+
+        self.cb_handler = CallbackHandler(training=lambda: self.training)
+        self._aliases: dict[str, Any] = {}
+        self._pl_cbs: list[pl.Callback] = []
+        self.module = LearnerModule(self)
+        if default_cbs:
+            from callbacks.recorder import Recorder  # the one bridge -> callbacks edge
+
+            self.add_cbs([TrainEvalCallback(), Recorder()])
+        self.add_cbs(cbs)
+        self.cb_handler("after_create")
+
+    # -- fastai aliases ------------------------------------------------------------------------
+    @property
+    def data(self) -> DataBunch:
+        """fastai v1 name of ``dls``."""
+        return self.dls
+
+    @property
+    def n_inp(self) -> int:
+        """How many leading batch elements are inputs."""
+        return self.dls.n_inp
+
+    @property
+    def x(self) -> Any:
+        """The input, de-tupled when the batch has one input (fastai v2 ``learn.x``)."""
+        return self.xb[0] if len(self.xb) == 1 else self.xb
+
+    @property
+    def y(self) -> Any:
+        """The target, de-tupled when the batch has one target (fastai v2 ``learn.y``)."""
+        return self.yb[0] if len(self.yb) == 1 else self.yb
+
+    @property
+    def cbs(self) -> list[Any]:
+        """The callbacks, sorted by ``order``."""
+        return self.cb_handler.cbs
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are."""
+        return next(self.model.parameters()).device
+
+    def n_iter_per_epoch(self) -> int:
+        """Training batches per epoch in this process (after Lightning's distributed sampler)."""
+        if self.trainer is not None:
+            n = self.trainer.num_training_batches
+            if isinstance(n, int) or (isinstance(n, float) and math.isfinite(n)):
+                return int(n)
+        return len(self.dls.train_dl)
+
+    # -- callbacks -------------------------------------------------------------------------------
+    def add_cb(self, cb: Any) -> Learner:
+        """Add one callback (an instance, or a class to instantiate) and expose it as ``learn.<name>``.
+
+        Example:
+            >>> # learn.add_cb(SaveModelCallback()); learn.save_model
+        """
+        if isinstance(cb, type):
+            cb = cb()
+        if isinstance(cb, pl.Callback):
+            self._pl_cbs.append(cb)
+            return self
+        if not event_methods(cb):
+            raise TypeError(
+                f"add_cb: {type(cb).__name__} defines no known event method; a callback needs at least one of "
+                f"before_fit, before_epoch, before_train, before_batch, after_pred, after_loss, before_backward, "
+                f"after_backward, before_step, after_step, after_batch, after_train, before_validate, "
+                f"after_validate, after_epoch, after_fit (or the after_cancel_* events)"
+            )
+        try:
+            cb.learn = self
+        except AttributeError as exc:
+            raise TypeError(f"add_cb: cannot set `learn` on {type(cb).__name__} ({exc})") from None
+        name = cb.name if isinstance(cb, Callback) else callback_name(cb)
+        if name in self._aliases or not hasattr(self, name):
+            if name not in self._aliases:
+                setattr(self, name, cb)
+                self._aliases[name] = cb
+        else:
+            warnings.warn(
+                f"add_cb: not exposing {type(cb).__name__} as `learn.{name}`: the Learner already has an "
+                f"attribute of that name",
+                stacklevel=2,
+            )
+        self.cb_handler.add(cb)
+        return self
+
+    def add_cbs(self, cbs: Iterable[Any] | Any | None) -> Learner:
+        """Add several callbacks.
+
+        Example:
+            >>> # learn.add_cbs([Recorder(), MyCallback()])
+        """
+        if cbs is None:
+            return self
+        if not isinstance(cbs, (list, tuple)):
+            cbs = [cbs]
+        for cb in cbs:
+            self.add_cb(cb)
+        return self
+
+    def remove_cb(self, cb: Any) -> Learner:
+        """Remove a callback (or every callback of a class), alias included if it owns it.
+
+        Example:
+            >>> # learn.remove_cb(learn.recorder)
+        """
+        if isinstance(cb, type):
+            for c in [c for c in self.cbs if isinstance(c, cb)]:
+                self.remove_cb(c)
+            return self
+        if isinstance(cb, pl.Callback):
+            self._pl_cbs = [c for c in self._pl_cbs if c is not cb]
+            return self
+        self.cb_handler.remove(cb)
+        for name, owner in list(self._aliases.items()):
+            if owner is cb:
+                del self._aliases[name]
+                if self.__dict__.get(name) is cb:
+                    delattr(self, name)
+        return self
+
+    def remove_cbs(self, cbs: Iterable[Any]) -> Learner:
+        """Remove several callbacks.
+
+        Example:
+            >>> # learn.remove_cbs([cb1, cb2])
+        """
+        for cb in list(cbs):
+            self.remove_cb(cb)
+        return self
+
+    @contextlib.contextmanager
+    def added_cbs(self, cbs: Iterable[Any] | Any | None) -> Iterator[Learner]:
+        """Callbacks present only inside the ``with`` block.
+
+        Example:
+            >>> # with learn.added_cbs([MyCallback()]): learn.fit(1)
+        """
+        before = list(self.cbs) + list(self._pl_cbs)
+        self.add_cbs(cbs)
+        added = [c for c in list(self.cbs) + list(self._pl_cbs) if not any(c is b for b in before)]
+        try:
+            yield self
+        finally:
+            self.remove_cbs(added)
+
+    @contextlib.contextmanager
+    def removed_cbs(self, cbs: Iterable[Any]) -> Iterator[Learner]:
+        """Callbacks absent inside the ``with`` block (put back afterwards).
+
+        Example:
+            >>> # with learn.removed_cbs([learn.recorder]): learn.fit(1)
+        """
+        cbs = list(cbs)
+        self.remove_cbs(cbs)
+        try:
+            yield self
+        finally:
+            self.add_cbs(cbs)
+
+    def show_training_loop(self) -> None:
+        """Print which callbacks run at each event, in loop order.
+
+        Example:
+            >>> # learn.show_training_loop()
+        """
+        print(self.cb_handler.show_training_loop())
+
+    # -- optimizer -------------------------------------------------------------------------------
+    def create_opt(self) -> torch.optim.Optimizer:
+        """Build ``self.opt`` from ``opt_func``, the splitter's param groups and ``lr``.
+
+        Example:
+            >>> # learn.create_opt(); learn.opt.param_groups[0]["lr"]
+        """
+        groups = param_groups(self.model, self.splitter(self.model), self.wd_bn_bias)
+        opt = self.opt_func(groups, lr=self.lr)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"Learner: `opt_func` returned {type(opt).__name__}, not a torch.optim.Optimizer")
+        for group in opt.param_groups:
+            if group.get(NO_WD) and "weight_decay" in group:
+                group["weight_decay"] = 0.0
+        if self.wd is not None:
+            set_hyper(opt, "wd", self.wd)
+        self.opt = opt
+        return opt
+
+    # -- training --------------------------------------------------------------------------------
+    def _make_trainer(self, overrides: dict[str, Any]) -> pl.Trainer:
+        opts: dict[str, Any] = {
+            "accelerator": "auto",
+            "devices": 1,
+            "num_sanity_val_steps": 0,
+            "enable_checkpointing": False,
+            "enable_model_summary": False,
+            "default_root_dir": str(self.path),
+        }
+        opts.update(self.trainer_options)
+        opts.update(overrides)
+        if "logger" not in opts or opts["logger"] is True:
+            opts["logger"] = TensorBoardLogger(save_dir=str(self.path), name="lightning_logs", default_hp_metric=False)
+        callbacks = opts.pop("callbacks", None) or []
+        if isinstance(callbacks, pl.Callback):
+            callbacks = [callbacks]
+        opts["callbacks"] = list(callbacks) + list(self._pl_cbs)
+        with _quiet():
+            return pl.Trainer(**opts)
+
+    def fit(
+        self,
+        n_epoch: int,
+        lr: float | None = None,
+        wd: float | None = None,
+        cbs: Iterable[Any] | Any | None = None,
+        reset_opt: bool = False,
+        ckpt_path: str | os.PathLike[str] | None = None,
+        **trainer_options: Any,
+    ) -> None:
+        """Train for ``n_epoch`` epochs at ``lr`` (default ``self.lr``), on a new ``lightning.Trainer``.
+
+        ``cbs`` are added for this fit only. ``trainer_options`` override the Learner's
+        (e.g. ``devices=2, strategy="ddp"``); ``ckpt_path`` resumes a Lightning checkpoint.
+
+        Example:
+            >>> # learn.fit(3, lr=1e-2); learn.fit(1, precision="bf16-mixed")
+        """
+        _check_epochs(n_epoch)
+        if lr is not None:
+            _check_lr(lr, "fit")
+        _check_trainer_options("fit", trainer_options)
+        with self.added_cbs(cbs):
+            if reset_opt or self.opt is None:
+                self.create_opt()
+            assert self.opt is not None
+            wd = self.wd if wd is None else wd
+            if wd is not None:
+                set_hyper(self.opt, "wd", wd)
+            set_hyper(self.opt, "lr", self.lr if lr is None else lr)
+            self.n_epoch = n_epoch
+            self.module.metrics = nn.ModuleList(self.metrics)
+            self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options})
+            self.exception = None
+            with _quiet():
+                trainer.fit(self.module, datamodule=self.dls, ckpt_path=ckpt_path)
+
+    def _evaluate(self, dl: Any, cbs: Iterable[Any] | Any | None, stage: str) -> None:
+        overrides: dict[str, Any] = {"logger": False, "enable_progress_bar": False}
+        with self.added_cbs(cbs):
+            self.stage = stage
+            self.module.metrics = nn.ModuleList(self.metrics)
+            trainer = self._make_trainer(overrides)
+            self.trainer = trainer
+            try:
+                with _quiet():
+                    trainer.validate(self.module, dataloaders=dl, verbose=False)
+            finally:
+                self.stage = None
+
+    def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Iterable[Any] | Any | None = None) -> list[float] | None:
+        """Run the validation loop; return ``[valid_loss, *metrics]`` (fastai's ``validate``).
+
+        Example:
+            >>> # valid_loss, accuracy = learn.validate()
+        """
+        self.final_record = None
+        self._evaluate(self.dls[ds_idx] if dl is None else dl, cbs, "validate")
+        return self.final_record
+
+    def get_preds(
+        self,
+        ds_idx: int = 1,
+        dl: Any = None,
+        act: Callable[[Tensor], Tensor] | None = None,
+        cbs: Iterable[Any] | Any | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Predictions and targets on the validation set (or ``dl``), in dataset order.
+
+        ``act`` is applied to the predictions (e.g. ``torch.softmax``-like); raw model
+        outputs otherwise.
+
+        Example:
+            >>> # preds, targs = learn.get_preds(); (preds.argmax(1) == targs).float().mean()
+        """
+        gather = _GatherPreds()
+        extra = [gather] + (list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs is not None else [])
+        self._evaluate(self.dls[ds_idx] if dl is None else dl, extra, "predict")
+        preds, targs = gather.result()
+        if act is not None:
+            preds = act(preds)
+        return preds, targs
+
+    def predict(self, item: Any) -> Any:
+        """The model's output for one item (no batch dimension), in eval mode without grad.
+
+        Example:
+            >>> # learn.predict(x_one_item).argmax()
+        """
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                x = torch.as_tensor(item).to(self.device)
+                return self.model(x.unsqueeze(0))[0]
+        finally:
+            self.model.train(was_training)
+
+    # -- output helpers for callbacks --------------------------------------------------------------
+    def print(self, text: str) -> None:
+        """Print on global rank 0, above Lightning's progress bar when one is showing.
+
+        Example:
+            >>> # learn.print("epoch 1 done")
+        """
+        if not is_global_zero():
+            return
+        bar = getattr(self.trainer, "progress_bar_callback", None) if self.trainer is not None else None
+        if bar is not None and hasattr(bar, "print"):
+            bar.print(text)
+        else:
+            print(text, flush=True)
+
+    def log_step(self, values: dict[str, float], step: int) -> None:
+        """Send per-step values to every Lightning logger (they write on rank 0 only).
+
+        Example:
+            >>> # learn.log_step({"train_loss": 0.3}, step=learn.train_iter)
+        """
+        if self.trainer is None or getattr(self, "_no_logging", False):
+            return
+        for logger in self.trainer.loggers:
+            logger.log_metrics(values, step=step)
+
+    def log_epoch(self, values: dict[str, float], extra: dict[str, float] | None = None) -> None:
+        """Log epoch values with Lightning's ``self.log`` (loggers and ``callback_metrics``).
+
+        ``extra`` values reach ``trainer.callback_metrics`` (for monitoring callbacks) but
+        not the loggers.
+
+        Example:
+            >>> # learn.log_epoch({"valid_loss": 0.2, "accuracy": 0.9})
+        """
+        if self.trainer is None:
+            return
+        to_logger = not getattr(self, "_no_logging", False)
+        try:
+            for name, value in values.items():
+                self.module.log(name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1)
+            for name, value in (extra or {}).items():
+                self.module.log(name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1)
+        except Exception:  # outside a hook where Lightning allows self.log: write to the loggers directly
+            if to_logger:
+                self.log_step(dict(values), step=self.trainer.global_step)
+
+    # -- files -----------------------------------------------------------------------------------
+    def _file(self, file: str | os.PathLike[str]) -> Path:
+        p = Path(file)
+        if p.suffix == "" and not p.is_absolute() and len(p.parts) == 1:
+            return self.path / self.model_dir / f"{file}.pth"
+        return p if p.is_absolute() else self.path / self.model_dir / p
+
+    def save(self, file: str | os.PathLike[str], with_opt: bool = True) -> Path:
+        """Save the model (and optimizer) to ``path/model_dir/file.pth``; return that path.
+
+        Written by global rank 0 only, atomically.
+
+        Example:
+            >>> # learn.save("stage1")  -> Path('models/stage1.pth')
+        """
+        state: Any = self.model.state_dict()
+        if with_opt and self.opt is not None:
+            state = {"model": state, "opt": self.opt.state_dict()}
+        return atomic_save(state, self._file(file))
+
+    def load(
+        self,
+        file: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        with_opt: bool = True,
+        strict: bool = True,
+    ) -> Learner:
+        """Load what ``save`` wrote (``torch.load(weights_only=True)``: no code is unpickled).
+
+        Example:
+            >>> # learn.load("stage1")
+        """
+        path = self._file(file)
+        if not path.exists():
+            raise FileNotFoundError(f"Learner.load: no file {str(path)!r}")
+        try:
+            state = torch.load(path, map_location=device or self.device, weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"Learner.load: {str(path)!r} is not a loadable model file ({type(exc).__name__}: {exc}); "
+                "only tensors and plain containers are accepted (weights_only=True)"
+            ) from exc
+        has_opt = isinstance(state, dict) and set(state) == {"model", "opt"}
+        model_state = state["model"] if has_opt else state
+        try:
+            self.model.load_state_dict(model_state, strict=strict)
+        except RuntimeError as exc:
+            raise RuntimeError(f"Learner.load: {str(path)!r} does not fit this model: {exc}") from exc
+        if has_opt and with_opt:
+            if self.opt is None:
+                self.create_opt()
+            assert self.opt is not None
+            try:
+                self.opt.load_state_dict(state["opt"])
+            except (ValueError, KeyError) as exc:
+                warnings.warn(f"Learner.load: could not load the optimizer state ({exc}); kept a fresh one", stacklevel=2)
+        return self
+
+    def __repr__(self) -> str:
+        names = ", ".join(metric_name(m) for m in self.metrics)
+        return f"Learner({type(self.model).__name__}, {self.dls!r}, metrics=[{names}], cbs={self.cbs})"
+
+
+class _GatherPreds(Callback):
+    """Collects predictions and targets during a ``get_preds`` validation pass."""
+
+    order = 60
+
+    def before_validate(self) -> None:
+        self._preds: list[Tensor] = []
+        self._targs: list[Tensor] = []
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        assert learn is not None
+        self._preds.append(learn.pred.detach())
+        if learn.yb:
+            self._targs.append(learn.yb[0].detach())
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        preds = torch.cat(self._preds).cpu() if self._preds else torch.empty(0)
+        targs = torch.cat(self._targs).cpu() if self._targs else torch.empty(0)
+        return preds, targs
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Keep Lightning's start-up chatter (GPU/TPU availability, tips) out of the output."""
+    loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)

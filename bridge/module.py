@@ -1,0 +1,325 @@
+"""``LearnerModule``: the LightningModule that runs fastai's batch inside Lightning.
+
+Lightning's callbacks cannot replace a batch or a loss, and its automatic optimization
+zeroes gradients inside its own closure, so fastai's batch (with its cancels) cannot be
+built from callback hooks. This module uses manual optimization and runs the whole fastai
+batch in ``training_step``::
+
+    before_batch -> pred = model(*xb) -> after_pred -> loss_grad = loss_func(pred, *yb)
+    -> after_loss -> before_backward -> backward -> after_backward -> before_step
+    -> opt.step() -> after_step -> zero_grad -> after_batch
+
+``before_step`` fires from ``on_before_optimizer_step``, which Lightning calls after the
+GradScaler's ``unscale_``, so callbacks see true gradients under every precision.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.plugins.precision import MixedPrecision
+from torch import Tensor, nn
+
+from .exceptions import (
+    CancelBackwardException,
+    CancelBatchException,
+    CancelException,
+    CancelStepException,
+)
+from .loop import EventLoop
+
+if TYPE_CHECKING:
+    from .learner import Learner
+
+__all__ = ["LearnerModule"]
+
+
+class _ExceptionHook(pl.Callback):
+    """Lightning calls only ``on_exception`` when fit fails; fire ``after_fit`` from there."""
+
+    def __init__(self, module: LearnerModule) -> None:
+        self.module = module
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.module._on_fit_exception(exception)
+
+    # Lightning keeps one callback per type from configure_callbacks; state is per learner.
+    @property
+    def state_key(self) -> str:
+        return f"{type(self).__qualname__}[{id(self.module)}]"
+
+
+class LearnerModule(pl.LightningModule):
+    """The LightningModule a :class:`~bridge.Learner` trains; usable with any ``Trainer``.
+
+    Holds the model (as ``self.model``) and the learner's metrics (so they move to the
+    device and sync across ranks). Every hook drives the learner's callbacks.
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> # learn = Learner(data, model, loss_func=...)
+        >>> # pl.Trainer(max_epochs=2).fit(learn.module, datamodule=learn.dls)
+    """
+
+    def __init__(self, learn: Learner) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.learn = learn
+        self.model = learn.model
+        self.metrics = nn.ModuleList(learn.metrics)
+        self.loop = EventLoop(learn)
+        self._lopt: Any = None
+        self._loss_set: Tensor | None = None
+        self._loss_clone: Tensor | None = None
+
+    def forward(self, *xb: Any) -> Any:
+        return self.learn.model(*xb)
+
+    # -- set-up -------------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        if self.learn.opt is None:
+            self.learn.create_opt()
+        return self.learn.opt
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [_ExceptionHook(self)]
+
+    def _fit_stage(self) -> bool:
+        return self.trainer.state.fn == "fit"
+
+    def on_fit_start(self) -> None:
+        learn = self.learn
+        learn.trainer = self.trainer
+        learn.stage = "fit"
+        if learn.opt is None:
+            learn.create_opt()
+        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
+            learn.n_epoch = int(self.trainer.max_epochs)
+        lopts = self.optimizers()
+        self._lopt = lopts[0] if isinstance(lopts, list) else lopts
+        self.loop.reset()
+        self.loop.guard(lambda: self.loop.open_level("fit"))
+
+    def on_fit_end(self) -> None:
+        self._end_fit()
+
+    def _end_fit(self) -> None:
+        loop = self.loop
+        if loop.is_open("fit"):
+            del loop.open[1:]
+            loop.guard(lambda: loop.close_level("fit"))
+        loop.reset()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        learn = self.learn
+        learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
+        learn.loss_grad = None
+
+    def _on_fit_exception(self, exc: BaseException) -> None:
+        learn = self.learn
+        learn.exception = exc
+        try:
+            if self.loop.is_open("fit"):
+                self._end_fit()
+        except BaseException as during:  # never mask the original error
+            exc.add_note(f"fastlight: after_fit also failed while handling it: {type(during).__name__}: {during}")
+        finally:
+            self.loop.reset()
+
+    # -- epochs ---------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        loop = self.loop
+        if not loop.is_open("fit"):
+            return
+        learn = self.learn
+        learn.epoch = self.trainer.current_epoch
+
+        def start() -> None:
+            loop.open_level("epoch")
+            learn.dl = self.trainer.train_dataloader
+            learn.n_iter = _len(learn.dl)
+            loop.open_level("train")
+
+        loop.guard(start)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # -1 makes Lightning skip the rest of the epoch *and* its validation.
+        return None if self.loop.is_open("epoch") else -1
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        loop = self.loop
+        learn = self.learn
+        if self._fit_stage():
+            loop.guard(lambda: loop.close_level("train"))
+        if not loop.is_open("epoch"):
+            return
+
+        def start() -> None:
+            learn.dl = _first(self.trainer.val_dataloaders)
+            learn.n_iter = _len(learn.dl)
+            loop.open_level("validate")
+
+        loop.guard(start)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:
+            return
+        self.loop.guard(lambda: self.loop.close_level("validate"))
+
+    def on_train_epoch_end(self) -> None:
+        loop = self.loop
+        loop.guard(lambda: loop.close_level("train"))
+        loop.guard(lambda: loop.close_level("epoch"))
+
+    # Stand-alone validation (learn.validate / get_preds): fastai wraps it in fit/epoch events.
+    def on_validation_start(self) -> None:
+        if self._fit_stage() or self.trainer.sanity_checking:
+            return
+        learn = self.learn
+        learn.trainer = self.trainer
+        learn.epoch = 0
+        self.loop.reset()
+
+        def start() -> None:
+            self.loop.open_level("fit")
+            self.loop.open_level("epoch")
+
+        self.loop.guard(start)
+
+    def on_validation_end(self) -> None:
+        if self._fit_stage() or self.trainer.sanity_checking:
+            return
+        loop = self.loop
+        loop.guard(lambda: loop.close_level("epoch"))
+        self._end_fit()
+
+    # -- batches ----------------------------------------------------------------------------
+    def _split(self, batch: Any) -> None:
+        learn = self.learn
+        n_inp = learn.n_inp
+        if isinstance(batch, (list, tuple)):
+            learn.xb, learn.yb = tuple(batch[:n_inp]), tuple(batch[n_inp:])
+        else:
+            learn.xb, learn.yb = (batch,), ()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        loop = self.loop
+        if not loop.innermost("train"):
+            return None
+        learn = self.learn
+        learn.iter = batch_idx
+        self._split(batch)
+        try:
+            self._train_batch(learn)
+        except CancelException as exc:
+            loop.cancel(exc)
+        loss = learn.loss
+        return loss.detach() if isinstance(loss, Tensor) else None
+
+    def _train_batch(self, learn: Learner) -> None:
+        cbs = learn.cb_handler
+        try:
+            cbs("before_batch")
+            learn.pred = learn.model(*learn.xb)
+            cbs("after_pred")
+            if learn.yb:
+                self._loss_set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
+                self._loss_clone = learn.loss = learn.loss_grad.clone()
+            cbs("after_loss")
+            if learn.yb:
+                self._backward(learn, cbs)
+                self._step(learn, cbs)
+                learn.opt.zero_grad()
+        except CancelBatchException:
+            cbs("after_cancel_batch")
+        cbs("after_batch")
+
+    def _backward(self, learn: Learner, cbs: Any) -> None:
+        try:
+            cbs("before_backward")
+            target = learn.loss_grad
+            # Callbacks written for fastai < 2.5 rebind `loss` only: that is what backward uses.
+            if target is self._loss_set and learn.loss is not self._loss_clone:
+                target = learn.loss
+            self.manual_backward(target)
+        except CancelBackwardException:
+            cbs("after_cancel_backward")
+        cbs("after_backward")
+
+    def _step(self, learn: Learner, cbs: Any) -> None:
+        try:
+            try:
+                self._lopt.step()
+            except BaseException:
+                self._restore_scaler()
+                raise
+        except CancelStepException:
+            cbs("after_cancel_step")
+        cbs("after_step")
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if self.loop.is_open("train"):
+            self.learn.cb_handler("before_step")
+
+    def _restore_scaler(self) -> None:
+        """Undo a GradScaler ``unscale_`` whose step was cancelled.
+
+        The scaler would refuse the next ``unscale_`` ("already been called"), and grads
+        kept for accumulation must be scaled again before the next backward adds to them.
+        """
+        plugin = self.trainer.precision_plugin
+        scaler = getattr(plugin, "scaler", None) if isinstance(plugin, MixedPrecision) else None
+        if scaler is None:
+            return
+        opt = self.learn.opt
+        state = scaler._per_optimizer_states.get(id(opt))
+        if not state or state.get("stage") is None or state["stage"].name != "UNSCALED":
+            return
+        scale = scaler.get_scale()
+        with torch.no_grad():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.grad.mul_(scale)
+        scaler._per_optimizer_states[id(opt)] = torch.amp.grad_scaler._refresh_per_optimizer_state()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        loop = self.loop
+        if not loop.innermost("validate"):
+            return
+        learn = self.learn
+        learn.iter = batch_idx
+        self._split(batch)
+        cbs = learn.cb_handler
+        try:
+            try:
+                cbs("before_batch")
+                learn.pred = learn.model(*learn.xb)
+                cbs("after_pred")
+                if learn.yb:
+                    learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
+                    learn.loss = learn.loss_grad.clone()
+                cbs("after_loss")
+            except CancelBatchException:
+                cbs("after_cancel_batch")
+            cbs("after_batch")
+        except CancelException as exc:
+            loop.cancel(exc)
+
+
+def _first(loaders: Any) -> Any:
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    return loaders
+
+
+def _len(dl: Any) -> int:
+    try:
+        return len(dl)
+    except TypeError:
+        return 0

@@ -1,0 +1,166 @@
+"""fastai's optimizers and hyper-parameter names, on top of ``torch.optim``.
+
+fastai names its hyper-parameters ``lr``, ``mom``, ``sqr_mom``, ``wd`` and ``eps``;
+torch calls them ``lr``, ``momentum`` / ``betas[0]``, ``betas[1]``, ``weight_decay`` and
+``eps``. :func:`set_hyper` and :func:`get_hypers` translate, so callbacks written with
+fastai's names drive any torch optimizer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Adam", "SGD", "OptFunc", "set_hyper", "get_hypers", "param_groups", "NO_WD"]
+
+#: ``opt_func(params, lr=...) -> torch.optim.Optimizer``; params may be param-group dicts.
+OptFunc = Callable[..., torch.optim.Optimizer]
+
+#: Param-group key marking groups (bias and norm parameters) exempt from weight decay.
+NO_WD = "fastlight_no_wd"
+
+
+def Adam(
+    params: Iterable[Any],
+    lr: float = 1e-3,
+    mom: float = 0.9,
+    sqr_mom: float = 0.99,
+    eps: float = 1e-5,
+    wd: float = 0.01,
+    decouple_wd: bool = True,
+) -> torch.optim.Optimizer:
+    """fastai's default optimizer: Adam with decoupled weight decay (torch ``AdamW``).
+
+    Same defaults as fastai: ``betas=(0.9, 0.99)``, ``eps=1e-5``, ``wd=0.01``. With
+    ``decouple_wd=False`` the weight decay is an L2 penalty (torch ``Adam``).
+
+    Example:
+        >>> from torch import nn
+        >>> opt = Adam(nn.Linear(2, 1).parameters(), lr=1e-2)
+        >>> opt.param_groups[0]["betas"], opt.param_groups[0]["eps"]
+        ((0.9, 0.99), 1e-05)
+    """
+    cls = torch.optim.AdamW if decouple_wd else torch.optim.Adam
+    return cls(params, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd)
+
+
+def SGD(params: Iterable[Any], lr: float = 1e-3, mom: float = 0.0, wd: float = 0.0) -> torch.optim.Optimizer:
+    """fastai's ``SGD``: torch SGD with fastai's argument names (``mom``, ``wd``).
+
+    Example:
+        >>> from torch import nn
+        >>> SGD(nn.Linear(2, 1).parameters(), lr=0.1, mom=0.9).param_groups[0]["momentum"]
+        0.9
+    """
+    return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+
+
+def _is_no_wd(module: nn.Module, name: str) -> bool:
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    return isinstance(module, norm_types) or name == "bias"
+
+
+def param_groups(model: nn.Module, splits: Sequence[Sequence[nn.Parameter]], wd_bn_bias: bool) -> list[dict[str, Any]]:
+    """Torch param groups for ``splits``; without ``wd_bn_bias``, bias and norm params get no wd.
+
+    Each split becomes one group, or two (the decayed params, then the exempt ones) when
+    it holds bias or normalisation parameters and ``wd_bn_bias`` is False, as fastai does.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Linear(2, 1)
+        >>> [len(g["params"]) for g in param_groups(m, [list(m.parameters())], wd_bn_bias=False)]
+        [1, 1]
+    """
+    exempt: set[int] = set()
+    if not wd_bn_bias:
+        for module in model.modules():
+            for name, p in module.named_parameters(recurse=False):
+                if _is_no_wd(module, name):
+                    exempt.add(id(p))
+    groups: list[dict[str, Any]] = []
+    for split in splits:
+        decay = [p for p in split if id(p) not in exempt]
+        no_decay = [p for p in split if id(p) in exempt]
+        if decay or not no_decay:
+            groups.append({"params": decay})
+        if no_decay:
+            groups.append({"params": no_decay, NO_WD: True})
+    return groups
+
+
+def _torch_key(group: dict[str, Any], name: str) -> tuple[str, int | None]:
+    if name in ("lr", "eps"):
+        return name, None
+    if name == "wd":
+        return "weight_decay", None
+    if name == "mom":
+        if "betas" in group:
+            return "betas", 0
+        if "momentum" in group:
+            return "momentum", None
+        if "alpha" in group:  # RMSprop has momentum too, kept under "momentum"
+            return "momentum", None
+    if name == "sqr_mom":
+        if "betas" in group:
+            return "betas", 1
+        if "alpha" in group:
+            return "alpha", None
+    if name in group:
+        return name, None
+    raise KeyError(
+        f"set_hyper: the optimizer has no hyper-parameter for `{name}`; "
+        f"its param groups have {sorted(k for k in group if k != 'params')}"
+    )
+
+
+def set_hyper(opt: torch.optim.Optimizer, name: str, value: Any) -> None:
+    """Set fastai hyper-parameter ``name`` on every param group of ``opt``.
+
+    ``value`` is one number for all groups or one per group. ``wd`` leaves the groups
+    fastlight exempts from weight decay (bias/norm) at 0.
+
+    Example:
+        >>> from torch import nn
+        >>> opt = Adam(nn.Linear(2, 1).parameters())
+        >>> set_hyper(opt, "mom", 0.8); opt.param_groups[0]["betas"]
+        (0.8, 0.99)
+    """
+    groups = opt.param_groups
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * len(groups)
+    if len(values) != len(groups):
+        raise ValueError(f"set_hyper: got {len(values)} values of `{name}` for {len(groups)} param groups")
+    for group, v in zip(groups, values, strict=True):
+        if name == "wd" and group.get(NO_WD):
+            v = 0.0
+        key, idx = _torch_key(group, name)
+        if idx is None:
+            group[key] = v
+        else:
+            pair = list(group[key])
+            pair[idx] = v
+            group[key] = tuple(pair)
+
+
+def get_hypers(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """fastai-named hyper-parameters of each param group (``opt.hypers`` in fastai).
+
+    Example:
+        >>> from torch import nn
+        >>> get_hypers(Adam(nn.Linear(2, 1).parameters()))[0]["sqr_mom"]
+        0.99
+    """
+    out: list[dict[str, Any]] = []
+    for group in opt.param_groups:
+        h: dict[str, Any] = {}
+        for name in ("lr", "mom", "sqr_mom", "wd", "eps"):
+            try:
+                key, idx = _torch_key(group, name)
+            except KeyError:
+                continue
+            h[name] = group[key] if idx is None else group[key][idx]
+        out.append(h)
+    return out
