@@ -539,7 +539,7 @@ class Learner:
         """
         if self.trainer is None:
             return
-        to_logger = not getattr(self, "_no_logging", False)
+        to_logger = bool(self.trainer.loggers) and not getattr(self, "_no_logging", False)
         try:
             for name, value in values.items():
                 self.module.log(name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1)

@@ -29,6 +29,7 @@ from .exceptions import (
     CancelStepException,
 )
 from .loop import EventLoop
+from .state import CKPT_KEY, callback_states, load_callback_states
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -73,6 +74,7 @@ class LearnerModule(pl.LightningModule):
         self._lopt: Any = None
         self._loss_set: Tensor | None = None
         self._loss_clone: Tensor | None = None
+        self._pending_state: dict[str, Any] | None = None
 
     def forward(self, *xb: Any) -> Any:
         return self.learn.model(*xb)
@@ -101,6 +103,16 @@ class LearnerModule(pl.LightningModule):
         self._lopt = lopts[0] if isinstance(lopts, list) else lopts
         self.loop.reset()
         self.loop.guard(lambda: self.loop.open_level("fit"))
+        if self._pending_state is not None:
+            # Applied after before_fit, which resets callback state.
+            load_callback_states(learn.cbs, self._pending_state)
+            self._pending_state = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CKPT_KEY] = {"callbacks": callback_states(self.learn.cbs)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._pending_state = checkpoint.get(CKPT_KEY, {}).get("callbacks")
 
     def on_fit_end(self) -> None:
         self._end_fit()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from .callback import Callback
 
 __all__ = ["TrainEvalCallback"]
@@ -27,12 +29,8 @@ class TrainEvalCallback(Callback):
     def before_fit(self) -> None:
         learn = self.learn
         assert learn is not None
-        learn.train_iter, learn.pct_train = 0, 0.0
-        if learn.stage == "fit":
-            learn.epoch = learn.trainer.current_epoch if learn.trainer is not None else 0
-            # A resumed fit starts part-way: keep the schedule position.
-            learn.train_iter = learn.epoch * max(learn.n_iter_per_epoch(), 0)
-            learn.pct_train = learn.epoch / learn.n_epoch
+        learn.epoch, learn.train_iter, learn.pct_train = 0, 0, 0.0
+        learn.loss = torch.tensor(0.0)
         if hasattr(learn.model, "reset"):
             learn.model.reset()
 
@@ -54,3 +52,14 @@ class TrainEvalCallback(Callback):
         assert learn is not None
         learn.pct_train += 1.0 / (learn.n_iter * learn.n_epoch)
         learn.train_iter += 1
+
+    def state_dict(self) -> dict[str, float]:
+        """Loop position, so a resumed fit continues its schedules where it stopped."""
+        learn = self.learn
+        assert learn is not None
+        return {"train_iter": int(learn.train_iter), "pct_train": float(learn.pct_train)}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        learn = self.learn
+        assert learn is not None
+        learn.train_iter, learn.pct_train = int(state["train_iter"]), float(state["pct_train"])

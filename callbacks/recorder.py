@@ -80,6 +80,7 @@ class Recorder(Callback):
         assert learn is not None
         names = [metric_name(m) for m in learn.metrics]
         self.metric_names = ["epoch", "train_loss", "valid_loss", *names] + (["time"] if self.add_time else [])
+        self.before_epoch()
         if not self._in_fit:
             return
         self.lrs, self.iters, self.losses, self.values = [], [], [], []
@@ -112,7 +113,7 @@ class Recorder(Callback):
     def after_batch(self) -> None:
         learn = self.learn
         assert learn is not None
-        if not learn.yb:
+        if not learn.yb or learn.loss is None:
             return
         if learn.training:
             loss = learn.loss.detach().mean()

@@ -1,0 +1,72 @@
+"""Shared test helpers: tiny data, a learner factory, and a 2-process DDP launcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from bridge import DataBunch, Learner
+
+REPO = Path(__file__).resolve().parents[1]
+QUIET = dict(enable_progress_bar=False, logger=False)
+
+
+def make_data(n: int = 192, n_valid: int = 64, n_in: int = 8, bs: int = 32, seed: int = 0, **kw: Any) -> DataBunch:
+    """Linearly separable 2-class data: the class is the sign of the first feature."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n + n_valid, n_in, generator=g)
+    y = (x[:, 0] > 0).long()
+    return DataBunch.from_datasets(TensorDataset(x[:n], y[:n]), TensorDataset(x[n:], y[n:]), bs=bs, **kw)
+
+
+def make_model(n_in: int = 8, n_out: int = 2, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(n_in, 16), nn.ReLU(), nn.Linear(16, n_out))
+
+
+def make_learner(tmp_path: Path | str, data: DataBunch | None = None, **kw: Any) -> Learner:
+    """A small learner writing under ``tmp_path``, quiet (no bar, no logger) unless overridden."""
+    opts: dict[str, Any] = {**QUIET, "loss_func": nn.CrossEntropyLoss(), "path": tmp_path}
+    opts.update(kw)
+    return Learner(data or make_data(), opts.pop("model", None) or make_model(), **opts)
+
+
+def run_script(code: str, tmp_path: Path, timeout: float = 180, name: str = "script.py") -> list[dict[str, Any]]:
+    """Run ``code`` as a script in ``tmp_path`` (DDP scripts launch their own ranks).
+
+    The script writes ``result_rank{r}.json`` files (see :func:`dump_result` source
+    below, available to the script as ``dump``); they are returned sorted by rank. A
+    non-zero exit fails with the script's output.
+    """
+    prelude = textwrap.dedent(
+        """
+        import json, os, sys
+        def dump(obj, rank=None):
+            import torch.distributed as dist
+            r = rank if rank is not None else (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+            with open(f"result_rank{r}.json", "w") as f:
+                json.dump(obj, f)
+        """
+    )
+    script = tmp_path / name
+    script.write_text(prelude + textwrap.dedent(code))
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    proc = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"script failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    results = []
+    for path in sorted(tmp_path.glob("result_rank*.json")):
+        results.append(json.loads(path.read_text()))
+    return results
