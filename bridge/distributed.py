@@ -25,6 +25,9 @@ __all__ = [
     "atomic_save",
     "atomic_write_text",
     "reduce_mean",
+    "barrier",
+    "broadcast_object",
+    "all_ranks_agree",
     "TMP_SUFFIX",
 ]
 
@@ -132,3 +135,43 @@ def reduce_mean(t: torch.Tensor) -> torch.Tensor:
     out = t.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without distributed training); e.g. before reading rank 0's file.
+
+    Example:
+        >>> barrier()
+    """
+    if _dist_ready() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (picklable objects; ``obj`` itself without DDP).
+
+    Example:
+        >>> broadcast_object({"lr": 1e-3})
+        {'lr': 0.001}
+    """
+    if not _dist_ready() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_ranks_agree(flag: bool, device: torch.device | None = None) -> bool:
+    """True if ``flag`` is True on any rank: one tiny all-reduce, so every rank decides alike.
+
+    Example:
+        >>> all_ranks_agree(True)
+        True
+    """
+    if not _dist_ready() or dist.get_world_size() == 1:
+        return flag
+    backend = dist.get_backend()
+    dev = device if device is not None else torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    t = torch.tensor([1.0 if flag else 0.0], device=dev)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

@@ -502,6 +502,165 @@ class Learner:
         finally:
             self.model.train(was_training)
 
+    # -- recipes (implemented in callbacks.schedule / callbacks.lr_finder / bridge.freeze) --------
+    def fit_one_cycle(
+        self,
+        n_epoch: int,
+        lr_max: float | slice | None = None,
+        div: float = 25.0,
+        div_final: float = 1e5,
+        pct_start: float = 0.25,
+        wd: float | None = None,
+        moms: tuple[float, float, float] | None = None,
+        cbs: Iterable[Any] | Any | None = None,
+        reset_opt: bool = False,
+        **trainer_options: Any,
+    ) -> None:
+        """fastai's one-cycle policy: cosine warm-up to ``lr_max``, then cosine annealing.
+
+        Example:
+            >>> # learn.fit_one_cycle(3, lr_max=1e-2)
+        """
+        from callbacks.schedule import fit_one_cycle
+
+        fit_one_cycle(self, n_epoch, lr_max, div, div_final, pct_start, wd, moms, cbs, reset_opt, **trainer_options)
+
+    def fit_flat_cos(
+        self,
+        n_epoch: int,
+        lr: float | slice | None = None,
+        div_final: float = 1e5,
+        pct_start: float = 0.75,
+        wd: float | None = None,
+        cbs: Iterable[Any] | Any | None = None,
+        reset_opt: bool = False,
+        **trainer_options: Any,
+    ) -> None:
+        """fastai's flat-then-cosine schedule.
+
+        Example:
+            >>> # learn.fit_flat_cos(3, lr=1e-2)
+        """
+        from callbacks.schedule import fit_flat_cos
+
+        fit_flat_cos(self, n_epoch, lr, div_final, pct_start, wd, cbs, reset_opt, **trainer_options)
+
+    def fit_sgdr(
+        self,
+        n_cycles: int,
+        cycle_len: int,
+        lr_max: float | slice | None = None,
+        cycle_mult: int = 2,
+        cbs: Iterable[Any] | Any | None = None,
+        reset_opt: bool = False,
+        wd: float | None = None,
+        **trainer_options: Any,
+    ) -> None:
+        """fastai's SGDR: cosine cycles whose length grows by ``cycle_mult``.
+
+        Example:
+            >>> # learn.fit_sgdr(3, 1, lr_max=1e-2)
+        """
+        from callbacks.schedule import fit_sgdr
+
+        fit_sgdr(self, n_cycles, cycle_len, lr_max, cycle_mult, cbs, reset_opt, wd, **trainer_options)
+
+    def fine_tune(
+        self,
+        epochs: int,
+        base_lr: float = 2e-3,
+        freeze_epochs: int = 1,
+        lr_mult: float = 100,
+        pct_start: float = 0.3,
+        div: float = 5.0,
+        **kwargs: Any,
+    ) -> None:
+        """fastai's recipe: freeze, one cycle, unfreeze, one cycle with discriminative rates.
+
+        Example:
+            >>> # learn.fine_tune(3)
+        """
+        from callbacks.schedule import fine_tune
+
+        fine_tune(self, epochs, base_lr, freeze_epochs, lr_mult, pct_start, div, **kwargs)
+
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10,
+        num_it: int = 100,
+        stop_div: bool = True,
+        show_plot: bool = True,
+        suggest_funcs: Sequence[Callable[..., Any]] | None = None,
+        **trainer_options: Any,
+    ) -> Any:
+        """fastai's learning-rate finder; returns ``SuggestedLRs`` (one field per suggestion function).
+
+        Example:
+            >>> # learn.lr_find().valley
+        """
+        from callbacks.lr_finder import lr_find
+
+        return lr_find(self, start_lr, end_lr, num_it, stop_div, show_plot, suggest_funcs, **trainer_options)
+
+    def freeze_to(self, n: int) -> None:
+        """Freeze the param groups before group ``n`` (norm layers stay trainable).
+
+        Example:
+            >>> # learn.freeze_to(-1)
+        """
+        from .freeze import freeze_to
+
+        freeze_to(self, n)
+
+    def freeze(self) -> None:
+        """Freeze all param groups but the last.
+
+        Example:
+            >>> # learn.freeze()
+        """
+        self.freeze_to(-1)
+
+    def unfreeze(self) -> None:
+        """Make every param group trainable.
+
+        Example:
+            >>> # learn.unfreeze()
+        """
+        self.freeze_to(0)
+
+    def to_fp16(self) -> Learner:
+        """Train with fp16 mixed precision (``precision="16-mixed"``, with a GradScaler).
+
+        Example:
+            >>> # learn.to_fp16().fit(1)
+        """
+        from .precision import set_precision
+
+        return set_precision(self, "16-mixed")
+
+    def to_bf16(self) -> Learner:
+        """Train with bf16 mixed precision (``precision="bf16-mixed"``).
+
+        Example:
+            >>> # learn.to_bf16().fit(1)
+        """
+        from .precision import set_precision
+
+        return set_precision(self, "bf16-mixed")
+
+    def to_fp32(self) -> Learner:
+        """Train in full precision again.
+
+        Example:
+            >>> # learn.to_fp32()
+        """
+        from .precision import set_precision
+
+        return set_precision(self, "32-true")
+
+    # -- end recipes ---------------------------------------------------------------------------------
+
     # -- output helpers for callbacks --------------------------------------------------------------
     def print(self, text: str) -> None:
         """Print on global rank 0, above Lightning's progress bar when one is showing.
