@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
@@ -401,6 +402,9 @@ class Learner:
         if isinstance(callbacks, pl.Callback):
             callbacks = [callbacks]
         opts["callbacks"] = list(callbacks) + list(self._pl_cbs)
+        has_ckpt = any(isinstance(c, ModelCheckpoint) for c in opts["callbacks"])
+        if has_ckpt and "enable_checkpointing" not in {**self.trainer_options, **overrides}:
+            opts["enable_checkpointing"] = True
         with _quiet():
             return pl.Trainer(**opts)
 
