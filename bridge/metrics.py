@@ -138,6 +138,11 @@ def as_metric(metric: object, index: int = 0) -> Metric:
             f"Learner: `metrics[{index}]` is the class {metric.__name__}, not an instance; "
             f"pass {metric.__name__}(...) with its arguments"
         )
+    if isinstance(metric, type):
+        raise TypeError(
+            f"Learner: `metrics[{index}]` is the class {metric.__name__}; pass a torchmetrics Metric instance "
+            "or a function f(pred, *yb) -> tensor"
+        )
     if callable(metric):
         return AvgMetric(metric)
     raise TypeError(
