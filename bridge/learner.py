@@ -38,6 +38,13 @@ _RESERVED = {
     "gradient_clip_algorithm": "use callbacks.GradientClip(norm_type=...)",
     "accumulate_grad_batches": "use callbacks.GradientAccumulation(n_acc=...)",
 }
+# Lightning warnings that are noise for a Learner: the Recorder logs at its own pace, CPU
+# loaders with num_workers=0 are the user's choice, and the pytree one is Lightning's own.
+_QUIET_WARNINGS = (
+    ".*smaller than the logging interval.*",
+    ".*does not have many workers.*",
+    ".*LeafSpec.*",
+)
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
@@ -805,7 +812,10 @@ def _quiet() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", pattern)
+            yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
