@@ -162,6 +162,7 @@ class Recorder(Callback):
         values = [self._valid_loss.compute()]
         values += [m.compute() for m in learn.metrics]
         self._valid = [float(v) for v in values]
+        learn.last_metrics = list(self._valid)
 
     def after_epoch(self) -> None:
         learn = self.learn
