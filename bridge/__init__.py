@@ -6,6 +6,7 @@ Example:
     True
 """
 
+from .adapter import LightningAdapter
 from .callback import Callback
 from .data import DataBunch
 from .events import Event
@@ -42,5 +43,6 @@ __all__ = [
     "DataBunch",
     "Event",
     "Learner",
+    "LightningAdapter",
     "LearnerModule",
 ]

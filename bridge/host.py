@@ -269,7 +269,7 @@ class CallbackHost:
         Example:
             >>> # learn.log_epoch({"valid_loss": 0.2, "accuracy": 0.9})
         """
-        if self.trainer is None:
+        if self.trainer is None or getattr(self, "_no_logging", False):
             return
         to_logger = bool(self.trainer.loggers) and not getattr(self, "_no_logging", False)
         try:
