@@ -41,18 +41,18 @@ class Spy(Callback):
 
     def before_batch(self) -> None:
         if self.learn.training:
-            self.rows.append({"x": self.learn.xb[0].clone(), "y": self.learn.yb[0].clone()})
+            self.rows.append({"x": self.learn.xb[0].cpu().clone(), "y": self.learn.yb[0].cpu().clone()})
 
     def after_loss(self) -> None:
         if self.learn.training:
             mix = self.learn.cbs[[type(c).__name__ for c in self.learn.cbs].index(self.kind)]
             self.rows[-1].update(
-                xm=self.learn.xb[0].clone(),
-                ym=self.learn.yb[0].clone(),
-                pred=self.learn.pred.detach().clone(),
-                loss=self.learn.loss_grad.detach().clone(),
-                lam=mix.lam.clone(),
-                yb1=mix.yb1[0].clone(),
+                xm=self.learn.xb[0].cpu().clone(),
+                ym=self.learn.yb[0].cpu().clone(),
+                pred=self.learn.pred.detach().cpu().clone(),
+                loss=self.learn.loss_grad.detach().cpu().clone(),
+                lam=mix.lam.cpu().clone(),
+                yb1=mix.yb1[0].cpu().clone(),
                 bbox=getattr(mix, "bbox", None),
             )
 
@@ -306,7 +306,7 @@ def test_validation_is_clean(tmp_path: Path, cb_cls: type) -> None:
     # and they are the clean loss, computed here by hand
     xv, yv = data.valid_ds.tensors
     with torch.no_grad():
-        pred = learn.model(xv)
+        pred = learn.model.cpu()(xv)
     assert without[0] == pytest.approx(float(ce_by_hand(pred, yv).mean()), abs=1e-5)
     assert without[1] == pytest.approx(float(accuracy(pred, yv)), abs=1e-6)
 
