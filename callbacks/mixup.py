@@ -249,14 +249,19 @@ class MixHandler(Callback):
         """The mixing loss: ``lerp(loss(pred, *yb1), loss(pred, *yb), lam)`` per sample, then reduced.
 
         Outside training, or for a batch whose targets were mixed, it is the original loss.
-        Half/bf16 predictions are cast to float32 first.
+        Half/bf16 predictions are cast to float32 first and the loss runs outside autocast.
         """
         learn = self.learn
         assert learn is not None
         if not learn.training:
             return self.old_lf(pred, *yb)
         if isinstance(pred, Tensor) and pred.dtype in (torch.float16, torch.bfloat16):
-            pred = pred.float()
+            # As fastai's MixedPrecision: the loss runs in float32, outside autocast.
+            with torch.autocast(pred.device.type, enabled=False):
+                return self._loss(pred.float(), *yb)
+        return self._loss(pred, *yb)
+
+    def _loss(self, pred: Any, *yb: Any) -> Tensor:
         if not self.stack_y:
             return self.old_lf(pred, *yb)
         un = self._unreduced
