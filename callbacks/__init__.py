@@ -9,3 +9,8 @@ Example:
 from .recorder import Recorder
 
 __all__ = ["Recorder"]
+
+# MixUp / CutMix (issue 6)
+from .mixup import CutMix, MixHandler, MixUp
+
+__all__ += ["CutMix", "MixHandler", "MixUp"]
