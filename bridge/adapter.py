@@ -88,7 +88,16 @@ def _forward(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
     return _dispatch(self, "forward", *args, **kwargs)
 
 
-_PATCHES = {"training_step": _training_step, "validation_step": _validation_step, "forward": _forward}
+def _on_train_batch_start(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
+    return _dispatch(self, "on_train_batch_start", *args, **kwargs)
+
+
+_PATCHES = {
+    "training_step": _training_step,
+    "validation_step": _validation_step,
+    "forward": _forward,
+    "on_train_batch_start": _on_train_batch_start,
+}
 _ADAPTER_ATTR = "_fastlight_adapter"
 
 
@@ -134,6 +143,7 @@ class LightningAdapter(pl.Callback):
             raise ValueError("LightningAdapter: give both `split` and `join`, or neither")
         self.learn = _Host(loss_func, n_inp)
         self.loop = EventLoop(self.learn)
+        self.loop.on_cancelled = self._cancelled
         self._split_fn, self._join_fn = split, join
         defaults: list[Any] = [TrainEvalCallback()]
         if recorder:
@@ -225,9 +235,28 @@ class LightningAdapter(pl.Callback):
             )
         return output
 
+    def _cancelled(self, level: str) -> None:
+        if level == "fit" and self.learn.trainer is not None:
+            self.learn.trainer.should_stop = True
+
+    def _on_train_batch_start(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
+        result = patched.original(*args, **kwargs)
+        # -1 (from the module's hook only) skips the rest of the epoch and its validation.
+        return -1 if not self.loop.is_open("epoch") else result
+
+    def _skip(self) -> None:
+        trainer = self.learn.trainer
+        if trainer is not None and trainer.world_size > 1:
+            raise RuntimeError(
+                "LightningAdapter: a cancel asked to skip a training step, and Lightning's automatic "
+                "optimization cannot skip one under distributed training; cancel the train phase at batch "
+                "boundaries you control, or train with bridge.Learner (manual optimization) instead"
+            )
+
     def _training_step(self, patched: _Patched, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
         loop, learn = self.loop, self.learn
         if not loop.innermost("train"):
+            self._skip()
             return None
         learn.iter = batch_idx
         self._split(batch)
@@ -248,6 +277,7 @@ class LightningAdapter(pl.Callback):
             if loop.innermost("batch"):
                 # CancelBackward: no backward, hence no step either under automatic optimization.
                 loop.guard(lambda: loop.close_level("batch"))
+            self._skip()
             return None
         target = learn.loss_grad
         if target is self._loss_set and learn.loss is not self._loss_clone:

@@ -71,6 +71,7 @@ class LearnerModule(pl.LightningModule):
         self.model = learn.model
         self.metrics = nn.ModuleList(learn.metrics)
         self.loop = EventLoop(learn)
+        self.loop.on_cancelled = self._cancelled
         self._lopt: Any = None
         self._loss_set: Tensor | None = None
         self._loss_clone: Tensor | None = None
@@ -109,6 +110,10 @@ class LearnerModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.loop.train_epoch_start(self.trainer)
+
+    def _cancelled(self, level: str) -> None:
+        if level == "fit" and self._trainer is not None:
+            self.trainer.should_stop = True  # no more epochs; what is left of this one is muted
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         # -1 makes Lightning skip the rest of the epoch *and* its validation.

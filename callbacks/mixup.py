@@ -214,6 +214,11 @@ class MixHandler(Callback):
     def before_fit(self) -> None:
         if not self._in_fit():
             return
+        if self.learn is not None and self.learn.loss_func is None:
+            raise TypeError(
+                f"{type(self).__name__} mixes the loss, but no loss function was given: pass "
+                "loss_func=... to the Learner, or LightningAdapter([...], loss_func=nn.CrossEntropyLoss())"
+            )
         self._check_loss()
         if self.generator is None:
             self.generator = self._make_generator()

@@ -255,3 +255,28 @@ def test_adapter_bad_arguments() -> None:
 
 def test_cos_reference() -> None:
     assert s.sched_cos(1.0, 0.0)(0.5) == pytest.approx(0.5) and math.isclose(s.sched_cos(1.0, 0.0)(1.0), 0.0, abs_tol=1e-12)
+
+
+def test_mixup_through_the_adapter_changes_training(tmp_path: Path) -> None:
+    from callbacks import MixUp
+
+    data = make_data(n=96, n_valid=64, bs=32)
+    mix = MixUp(0.4, seed=0)
+    adapter = LightningAdapter([mix], loss_func=nn.CrossEntropyLoss())
+    trainer = pl.Trainer(max_epochs=1, callbacks=[adapter], enable_checkpointing=False, default_root_dir=tmp_path,
+                         **QUIET)  # fmt: skip
+    trainer.fit(PlainModule(), data.train_dl, data.valid_dl)
+    # the last batch was mixed: the loss the module trained on is MixUp's per-sample mix
+    learn = adapter.learn
+    assert learn.loss_func is adapter.learn.loss_func and mix.lam is not None
+    assert mix.lam.shape[0] == 32 and bool((mix.lam >= 0.5).all())
+
+
+def test_mixup_without_loss_func_fails_at_setup_naming_the_fix(tmp_path: Path) -> None:
+    from callbacks import MixUp
+
+    data = make_data(n=96, n_valid=64, bs=32)
+    trainer = pl.Trainer(max_epochs=1, callbacks=[LightningAdapter([MixUp()])], default_root_dir=tmp_path,
+                         enable_checkpointing=False, **QUIET)  # fmt: skip
+    with pytest.raises(TypeError, match="loss_func"):
+        trainer.fit(PlainModule(), data.train_dl, data.valid_dl)
