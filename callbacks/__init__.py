@@ -6,6 +6,19 @@ Example:
     50
 """
 
+from .csv_logger import CSVLogger
 from .recorder import Recorder
+from .tensorboard import TensorBoardCallback
+from .terminate import TerminateOnNaNCallback
+from .tracker import EarlyStoppingCallback, ReduceLROnPlateau, SaveModelCallback, TrackerCallback
 
-__all__ = ["Recorder"]
+__all__ = [
+    "CSVLogger",
+    "EarlyStoppingCallback",
+    "Recorder",
+    "ReduceLROnPlateau",
+    "SaveModelCallback",
+    "TensorBoardCallback",
+    "TerminateOnNaNCallback",
+    "TrackerCallback",
+]
