@@ -35,14 +35,14 @@ class TensorBoardCallback(Callback):
     explicit ``log_dir``) it opens its own ``SummaryWriter`` in ``log_dir`` (default
     ``learn.path/"runs"``) and also writes the Recorder's values: ``train_loss`` and ``lr``
     for every step (step ``i`` holds ``recorder.losses[i-1]``) and the epoch values at
-    ``trainer.global_step``, as Lightning would.
+    ``trainer.global_step - 1``, the step Lightning's ``self.log`` uses at epoch end.
 
     Added on top of the scalars:
 
     - hyper-parameters at ``before_fit`` (``lr``, ``wd``, ``n_epoch``, ``bs``, optimizer,
       model, loss, metrics, ``world_size``);
     - ``hist_every=n``: weight and gradient histograms every ``n`` training steps
-      (``weights/<param>``, ``grads/<param>``, step = training iteration);
+      (``weights/<param>``, ``grads/<param>``, after the step; step = steps done);
     - ``log_images=True``: the first ``n_images`` inputs of each epoch's first batch when
       they look like images (``N x C x H x W`` with 1 or 3 channels), min-max scaled;
     - ``trace_model=True``: the model graph, traced once in eval mode without grad;
@@ -164,9 +164,9 @@ class TensorBoardCallback(Callback):
     def after_step(self) -> None:
         learn = self.learn
         assert learn is not None
-        if self.writer is None or self.hist_every is None or learn.train_iter % self.hist_every:
+        step = learn.train_iter + 1  # optimizer steps done, this one included
+        if self.writer is None or self.hist_every is None or step % self.hist_every:
             return
-        step = learn.train_iter
         for name, p in learn.model.named_parameters():
             self.writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)
             if p.grad is not None:
@@ -199,8 +199,12 @@ class TensorBoardCallback(Callback):
             self._write_scalars()
         if self.log_preds and self._preds:
             table = "| item | prediction | target |\n|---|---|---|\n" + "\n".join(self._preds)
-            self.writer.add_text("predictions", table, learn.trainer.global_step)  # type: ignore[union-attr]
+            self.writer.add_text("predictions", table, self._epoch_step())
         self.writer.flush()
+
+    def _epoch_step(self) -> int:
+        # Lightning logs epoch-end values at the last batch's step: global_step - 1.
+        return max(int(self.learn.trainer.global_step) - 1, 0)  # type: ignore[union-attr]
 
     def _write_scalars(self) -> None:
         learn = self.learn
@@ -212,7 +216,7 @@ class TensorBoardCallback(Callback):
                 self.writer.add_scalar("lr", float(rec.lrs[i]), i + 1)
         self._n_written = len(rec.losses)
         if rec.values:
-            step = learn.trainer.global_step  # type: ignore[union-attr]
+            step = self._epoch_step()
             for name, value in zip(rec.metric_names[2:], rec.values[-1][1:]):
                 if isinstance(value, float) and not math.isnan(value):
                     self.writer.add_scalar(name, value, step)
