@@ -90,7 +90,7 @@ class CSVLogger(Callback):
         self.run = learn.stage == "fit" and not hasattr(self, "lr_finder") and not hasattr(self, "gather_preds")
         if not self.run:
             return
-        self._header = list(learn.recorder.metric_names)
+        self._header = list(learn.recorder.metric_names)  # type: ignore[attr-defined]
         self.rows = []
         self._prefix = ""
         path = self.file_path
@@ -106,7 +106,7 @@ class CSVLogger(Callback):
     def after_epoch(self) -> None:
         learn = self.learn
         assert learn is not None
-        row: list[Any] = [learn.epoch, *learn.recorder.values[-1]]
+        row: list[Any] = [learn.epoch, *learn.recorder.values[-1]]  # type: ignore[attr-defined]
         if len(self._header) > len(row):  # the Recorder's time column
             row.append(format_time(time.time() - self._start))
         self.rows.append([_cell(v) for v in row])

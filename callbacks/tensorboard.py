@@ -77,9 +77,9 @@ class TensorBoardCallback(Callback):
                 raise TypeError(f"{where}: `{name}` must be a bool, got {flag!r}")
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.trace_model, self.log_preds, self.log_images = trace_model, log_preds, log_images
-        self.n_preds = _check_n(where, "n_preds", n_preds)
+        self.n_preds: int = _check_n(where, "n_preds", n_preds)  # type: ignore[assignment]
         self.hist_every = _check_n(where, "hist_every", hist_every, allow_none=True)
-        self.n_images = _check_n(where, "n_images", n_images)
+        self.n_images: int = _check_n(where, "n_images", n_images)  # type: ignore[assignment]
         self.writer: Any = None
         self._own = False
         self._n_written = 0
@@ -133,7 +133,7 @@ class TensorBoardCallback(Callback):
             "opt": type(opt).__name__,
             "model": type(learn.model).__name__,
             "loss_func": getattr(learn.loss_func, "__name__", type(learn.loss_func).__name__),
-            "metrics": ",".join(learn.recorder.metric_names[3:-1]) or "none",
+            "metrics": ",".join(learn.recorder.metric_names[3:-1]) or "none",  # type: ignore[attr-defined]
             "world_size": world_size(),
         }
 
@@ -209,7 +209,7 @@ class TensorBoardCallback(Callback):
     def _write_scalars(self) -> None:
         learn = self.learn
         assert learn is not None
-        rec = learn.recorder
+        rec = learn.recorder  # type: ignore[attr-defined]
         for i in range(self._n_written, len(rec.losses)):
             self.writer.add_scalar("train_loss", rec.losses[i], i + 1)
             if i < len(rec.lrs):

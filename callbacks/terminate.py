@@ -53,9 +53,7 @@ class TerminateOnNaNCallback(Callback):
                 learn.opt.zero_grad()  # the step is skipped: drop the non-finite grads too
             self.stopped_at = (int(learn.epoch), int(learn.iter))
             phase = "training" if learn.training else "validation"
-            learn.print(
-                f"Epoch/Iteration {learn.epoch}/{learn.iter} ({phase}): non-finite loss, terminating training"
-            )
+            learn.print(f"Epoch/Iteration {learn.epoch}/{learn.iter} ({phase}): non-finite loss, terminating training")
             raise CancelFitException()
 
     def before_step(self) -> None:

@@ -30,7 +30,7 @@ from bridge.distributed import barrier, broadcast_object, world_size
 from bridge.exceptions import CancelFitException
 from bridge.optim import set_hyper
 
-__all__ = ["TrackerCallback", "SaveModelCallback", "EarlyStoppingCallback", "ReduceLROnPlateau"]
+__all__ = ["EarlyStoppingCallback", "ReduceLROnPlateau", "SaveModelCallback", "TrackerCallback"]
 
 Comp = Callable[[Any, Any], Any]
 
@@ -151,6 +151,8 @@ class TrackerCallback(Callback):
 
     def after_epoch(self) -> None:
         val = self._value()
+        if self.best is None:
+            self.best = self._init_best()
         if bool(self.comp(val - self.min_delta, self.best)):
             self.best, self.new_best = val, True
         else:
@@ -219,8 +221,9 @@ class SaveModelCallback(TrackerCallback):
         elif isinstance(every_epoch, (int, np.integer)) and every_epoch >= 1:
             every = int(every_epoch)
         else:
-            raise ValueError(f"{where}: `every_epoch` must be a bool or an int n >= 1 (save every n epochs), "
-                             f"got {every_epoch!r}")
+            raise ValueError(
+                f"{where}: `every_epoch` must be a bool or an int n >= 1 (save every n epochs), got {every_epoch!r}"
+            )
         for name, flag in (("at_end", at_end), ("with_opt", with_opt)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{where}: `{name}` must be a bool, got {flag!r}")

@@ -147,7 +147,8 @@ def test_tensorboard_own_writer_without_logger_and_images(tmp_path: Path) -> Non
         assert [v for _, v in logged] == pytest.approx([row[col] for row in rec.values], rel=1e-6)
         assert [s for s, _ in logged] == [1, 3]  # as Lightning: global_step - 1 at each epoch end (2 batches)
     imgs = acc.Images("input_images")
-    assert [i.step for i in imgs] == [0, 2] and all((i.height, i.width) == (4, 5 * 4) for i in imgs)  # 5 images side by side
+    assert [i.step for i in imgs] == [0, 2]
+    assert all((i.height, i.width) == (4, 5 * 4) for i in imgs)  # 5 images side by side
     assert acc.Graph() is not None
     assert "_hparams_/experiment" in acc.summary_metadata
 

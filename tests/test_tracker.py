@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
-from bridge import Callback, SGD
+from bridge import SGD, Callback
 from callbacks import (
     EarlyStoppingCallback,
     ReduceLROnPlateau,
@@ -114,7 +114,8 @@ def test_bad_arguments_fail_at_construction(cls: type, kwargs: dict[str, Any], e
 
 def test_unknown_monitor_fails_at_before_fit_listing_names(tmp_path: Path) -> None:
     learn = scripted_learner(tmp_path, [0.5])
-    with pytest.raises(ValueError, match="'accuracy' is not recorded; available: train_loss, valid_loss, scripted_loss"):
+    names = "train_loss, valid_loss, scripted_loss"
+    with pytest.raises(ValueError, match=f"'accuracy' is not recorded; available: {names}"):
         learn.fit(1, cbs=SaveModelCallback(monitor="accuracy"))
 
 
@@ -295,7 +296,7 @@ def _run(tmp_path: Path, crash_at: int | None = None, ckpt_path: Path | None = N
 
 
 def test_trackers_resume_from_checkpoint_as_if_never_stopped(tmp_path: Path) -> None:
-    full, es_full, sm_full, log_full = _run(tmp_path / "full")
+    _, es_full, sm_full, log_full = _run(tmp_path / "full")
     assert es_full.stopped_epoch == 2 and log_full.epochs == [0, 1, 2]
 
     with pytest.raises(RuntimeError, match="simulated crash"):
