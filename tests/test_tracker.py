@@ -19,6 +19,7 @@ from torch import nn
 
 from bridge import SGD, Callback
 from callbacks import (
+    CSVLogger,
     EarlyStoppingCallback,
     ReduceLROnPlateau,
     SaveModelCallback,
@@ -290,7 +291,7 @@ def _run(tmp_path: Path, crash_at: int | None = None, ckpt_path: Path | None = N
     es = EarlyStoppingCallback(monitor="scripted_loss", patience=2)
     sm = SaveModelCallback(monitor="scripted_loss")
     ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True, every_n_epochs=1)
-    cbs = [es, sm, ckpt, Crash(crash_at), log]
+    cbs = [es, sm, ckpt, Crash(crash_at), log, CSVLogger()]
     learn.fit(4, cbs=cbs, ckpt_path=ckpt_path, enable_checkpointing=True)
     return learn, es, sm, log
 
@@ -313,3 +314,9 @@ def test_trackers_resume_from_checkpoint_as_if_never_stopped(tmp_path: Path) -> 
     resumed_best = torch.load(tmp_path / "crash" / "models" / "model.pth", weights_only=True)
     assert same_weights(full_best, resumed_best)
     assert same_weights(resumed.model.state_dict(), full_best)
+    # The CSV log holds the whole history after the restart, as in the uninterrupted run.
+    full_csv = (tmp_path / "full" / "history.csv").read_text().splitlines()
+    resumed_csv = (tmp_path / "crash" / "history.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in resumed_csv] == [line.split(",")[0] for line in full_csv]
+    assert [line.split(",")[0] for line in full_csv] == ["epoch", "0", "1", "2"]
+    assert [r.split(",")[:4] for r in resumed_csv[:3]] == [r.split(",")[:4] for r in full_csv[:3]]
