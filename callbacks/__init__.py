@@ -6,11 +6,23 @@ Example:
     50
 """
 
-from .recorder import Recorder
-
-__all__ = ["Recorder"]
-
-# MixUp / CutMix (issue 6)
+from .csv_logger import CSVLogger
 from .mixup import CutMix, MixHandler, MixUp
+from .recorder import Recorder
+from .tensorboard import TensorBoardCallback
+from .terminate import TerminateOnNaNCallback
+from .tracker import EarlyStoppingCallback, ReduceLROnPlateau, SaveModelCallback, TrackerCallback
 
-__all__ += ["CutMix", "MixHandler", "MixUp"]
+__all__ = [
+    "CSVLogger",
+    "CutMix",
+    "EarlyStoppingCallback",
+    "MixHandler",
+    "MixUp",
+    "Recorder",
+    "ReduceLROnPlateau",
+    "SaveModelCallback",
+    "TensorBoardCallback",
+    "TerminateOnNaNCallback",
+    "TrackerCallback",
+]
