@@ -105,6 +105,19 @@ class CallbackHost:
         """Where the model's parameters are."""
         return next(self.model.parameters()).device
 
+    def n_iter_per_epoch(self) -> int:
+        """Training batches per epoch in this process (after Lightning's distributed sampler).
+
+        Example:
+            >>> # learn.n_iter_per_epoch()  -> 6
+        """
+        if self.trainer is not None:
+            n = self.trainer.num_training_batches
+            if isinstance(n, int) or (isinstance(n, float) and n != float("inf")):
+                return int(n)
+        train_dl = getattr(self.dls, "train_dl", None)
+        return len(train_dl) if train_dl is not None else 0
+
     @property
     def n_inp(self) -> int:
         """How many leading batch elements are inputs."""

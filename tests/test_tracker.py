@@ -250,7 +250,7 @@ def test_terminate_on_nan_stops_before_the_bad_step(tmp_path: Path, training: bo
     learn.fit(4, cbs=[term, save, log, ckpt], enable_checkpointing=True)
     assert term.stopped_at == (1, it)
     assert log.epochs == [0] and log.cancelled
-    n_iter = learn.n_iter_per_epoch()
+    n_iter = len(learn.dls.train_dl)
     assert len(learn.recorder.losses) == n_iter + (2 if training else n_iter)
     assert all(math.isfinite(v) for v in learn.recorder.losses)
     for p in learn.model.parameters():
