@@ -24,6 +24,8 @@ class GradientClip(Callback):
         >>> # learn.fit(1, cbs=GradientClip(1.0))
     """
 
+    order = 11  # fastai: MixedPrecision.order + 1, after GradientAccumulation (clip only what is stepped)
+
     def __init__(self, max_norm: float = 1.0, norm_type: float = 2.0) -> None:
         if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
             raise ValueError(f"GradientClip: `max_norm` must be a number > 0, got {max_norm!r}")

@@ -216,12 +216,12 @@ class LRFinder(ParamScheduler):
         assert learn is not None
         if getattr(learn, "recorder", None) is None:
             raise RuntimeError("LRFinder: needs the Recorder (its smoothed loss); create the Learner with default_cbs")
-        super().before_fit()
         assert learn.opt is not None
         self._saved = (
             {k: v.detach().clone() for k, v in learn.model.state_dict().items()},
             copy.deepcopy(learn.opt.state_dict()),
         )
+        super().before_fit()
         self.best_loss = math.inf
         self.lrs, self.losses = [], []
         # Enough epochs for num_it batches of *this* process (fewer per epoch under DDP).
@@ -370,8 +370,13 @@ def lr_find(
         raise RuntimeError("lr_find: needs learn.recorder (create the Learner with default_cbs=True)")
     n_epoch = max(math.ceil(cb.num_it / max(len(learn.dls.train_dl), 1)), 1)
     opts = {"logger": False, **trainer_options}
+    # fit() sets the lr first: keep the hyper-parameters the optimizer had before lr_find too.
+    hypers = None if learn.opt is None else [{k: v for k, v in g.items() if k != "params"} for g in learn.opt.param_groups]
     with _no_logging(learn):
         learn.fit(n_epoch, cbs=cb, **opts)
+    if hypers is not None and learn.opt is not None and len(hypers) == len(learn.opt.param_groups):
+        for group, h in zip(learn.opt.param_groups, hypers):
+            group.update(h)
     rec = learn.recorder
     if not rec.losses and cb.losses:  # results shipped back from spawned ranks
         rec.lrs, rec.losses = list(cb.lrs), list(cb.losses)
