@@ -10,6 +10,7 @@ mean what they mean in fastai.
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
     from .learner import Learner
 
-__all__ = ["SPLIT_KEY", "group_splits", "n_splits", "expand_to_groups", "even_mults", "lr_range", "freeze_to"]
+__all__ = ["SPLIT_KEY", "even_mults", "expand_to_groups", "freeze_to", "group_splits", "lr_range", "n_splits"]
 
 #: Param-group key holding the index of the splitter group a torch param group belongs to.
 SPLIT_KEY = "fastlight_split"
@@ -74,7 +75,7 @@ def group_splits(learn: Learner) -> list[int]:
     out = _structural(groups)
     if all(f is not None for f in found):
         cand = [int(f) for f in found]  # type: ignore[arg-type]
-        if cand[0] == 0 and all(0 <= b - a <= 1 for a, b in zip(cand, cand[1:])):
+        if cand[0] == 0 and all(0 <= b - a <= 1 for a, b in itertools.pairwise(cand)):
             out = cand
     for g, i in zip(groups, out):
         g[SPLIT_KEY] = i

@@ -18,7 +18,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 if TYPE_CHECKING:
     from .learner import Learner
 
-__all__ = ["set_precision", "translate_precision_callback", "PRECISION_CALLBACKS"]
+__all__ = ["PRECISION_CALLBACKS", "set_precision", "translate_precision_callback"]
 
 #: Names of fastai callback classes that are turned into a Trainer precision.
 PRECISION_CALLBACKS = ("MixedPrecision", "NonNativeMixedPrecision")

@@ -8,7 +8,7 @@ from bridge.callback import Callback
 from bridge.exceptions import CancelBatchException
 from bridge.metrics import find_bs
 
-__all__ = ["GradientClip", "GradientAccumulation"]
+__all__ = ["GradientAccumulation", "GradientClip"]
 
 
 class GradientClip(Callback):
@@ -91,5 +91,3 @@ class GradientAccumulation(Callback):
 
     def after_fit(self) -> None:
         self.learn.skip_grad_sync = False  # type: ignore[union-attr]
-
-

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from bridge.learner import Learner
 
-__all__ = ["LRFinder", "lr_find", "valley", "slide", "minimum", "steep", "plot_lr_find", "SuggestionMethod"]
+__all__ = ["LRFinder", "SuggestionMethod", "lr_find", "minimum", "plot_lr_find", "slide", "steep", "valley"]
 
 Suggestion = tuple[float, tuple[float, float]]
 
@@ -159,11 +159,13 @@ class SuggestionMethod:
 
 # -- the callback ------------------------------------------------------------------------------------------
 def _check_lr_arg(v: object, name: str) -> list[float]:
-    vals = list(v) if isinstance(v, (list, tuple)) else [v]
+    vals: list[Any] = list(v) if isinstance(v, (list, tuple)) else [v]
+    out: list[float] = []
     for x in vals:
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
             raise ValueError(f"LRFinder: `{name}` must be a positive finite number (or a list of them), got {v!r}")
-    return [float(x) for x in vals]
+        out.append(float(x))
+    return out
 
 
 class LRFinder(ParamScheduler):
@@ -237,7 +239,7 @@ class LRFinder(ParamScheduler):
         super().after_batch()
         learn = self.learn
         assert learn is not None
-        smooth = learn.smooth_loss
+        smooth: Any = learn.smooth_loss
         if world_size() > 1:  # one collective per batch, during lr_find only
             smooth = reduce_mean(torch.as_tensor(smooth, dtype=torch.float32, device=learn.device).reshape(1))
         loss = float(smooth)
@@ -362,7 +364,9 @@ def lr_find(
     """
     if suggest_funcs is None:
         suggest_funcs = (valley,)
-    funcs = list(suggest_funcs) if isinstance(suggest_funcs, (list, tuple)) else [suggest_funcs]
+    funcs: list[Callable[..., Any]] = (
+        list(suggest_funcs) if isinstance(suggest_funcs, (list, tuple)) else [suggest_funcs]  # type: ignore[list-item]
+    )
     if not all(callable(f) for f in funcs):
         raise TypeError(f"lr_find: `suggest_funcs` must be functions f(lrs, losses, num_it), got {suggest_funcs!r}")
     cb = LRFinder(start_lr=start_lr, end_lr=end_lr, num_it=num_it, stop_div=stop_div)
@@ -371,13 +375,15 @@ def lr_find(
     n_epoch = max(math.ceil(cb.num_it / max(len(learn.dls.train_dl), 1)), 1)
     opts = {"logger": False, **trainer_options}
     # fit() sets the lr first: keep the hyper-parameters the optimizer had before lr_find too.
-    hypers = None if learn.opt is None else [{k: v for k, v in g.items() if k != "params"} for g in learn.opt.param_groups]
+    hypers = None
+    if learn.opt is not None:
+        hypers = [{k: v for k, v in g.items() if k != "params"} for g in learn.opt.param_groups]
     with _no_logging(learn):
         learn.fit(n_epoch, cbs=cb, **opts)
     if hypers is not None and learn.opt is not None and len(hypers) == len(learn.opt.param_groups):
         for group, h in zip(learn.opt.param_groups, hypers):
             group.update(h)
-    rec = learn.recorder
+    rec: Any = learn.recorder  # type: ignore[attr-defined]
     if not rec.losses and cb.losses:  # results shipped back from spawned ranks
         rec.lrs, rec.losses = list(cb.lrs), list(cb.losses)
     if not funcs:

@@ -8,7 +8,7 @@ A schedule is a function ``f(pos) -> value`` of the training progress ``pos`` in
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,22 +22,22 @@ if TYPE_CHECKING:
     from bridge.learner import Learner
 
 __all__ = [
-    "sched_lin",
-    "sched_cos",
-    "sched_no",
-    "sched_exp",
-    "SchedLin",
+    "ParamScheduler",
     "SchedCos",
-    "SchedNo",
     "SchedExp",
+    "SchedLin",
+    "SchedNo",
     "SchedPoly",
     "combine_scheds",
     "combined_cos",
-    "ParamScheduler",
-    "fit_one_cycle",
-    "fit_flat_cos",
-    "fit_sgdr",
     "fine_tune",
+    "fit_flat_cos",
+    "fit_one_cycle",
+    "fit_sgdr",
+    "sched_cos",
+    "sched_exp",
+    "sched_lin",
+    "sched_no",
 ]
 
 Sched = Callable[[float], Any]
@@ -255,7 +255,7 @@ class ParamScheduler(Callback):
     order = 60
     run_valid = False
 
-    def __init__(self, scheds: dict[str, Sched | Sequence[Sched]]) -> None:
+    def __init__(self, scheds: Mapping[str, Any]) -> None:
         if not isinstance(scheds, dict) or not scheds:
             raise TypeError(
                 f"ParamScheduler: `scheds` must be a non-empty dict name -> schedule, got {type(scheds).__name__}"
@@ -269,7 +269,7 @@ class ParamScheduler(Callback):
                     f"ParamScheduler: the schedule for `{name}` must be callable as f(pos) (e.g. SchedCos(1e-3, 1e-5)) "
                     f"or a list of such, one per param group; got {f!r}"
                 )
-        self.scheds = scheds
+        self.scheds: dict[str, Any] = dict(scheds)
         self.hps: dict[str, list[float]] = {p: [] for p in scheds}
 
     @property

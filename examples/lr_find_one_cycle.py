@@ -11,11 +11,6 @@ import warnings
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # headless
-warnings.filterwarnings("ignore", ".*LeafSpec.*")
-warnings.filterwarnings("ignore", ".*does not have many workers.*")
-
 import torch
 from sklearn.datasets import load_digits
 from torch import nn
@@ -23,6 +18,10 @@ from torch.utils.data import TensorDataset
 
 from bridge import DataBunch, Learner
 from callbacks import valley
+
+matplotlib.use("Agg")  # headless (pyplot is imported later, by the plot)
+warnings.filterwarnings("ignore", ".*LeafSpec.*")
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
 
 def main(out_dir: Path) -> float:
@@ -47,7 +46,7 @@ def main(out_dir: Path) -> float:
     fig = rec.plot_lr_find(suggestions=[(suggestion.valley, rec.losses[near])], nms=["valley"])
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_dir / "lr_find.png")
-    learn.fit_one_cycle(3, lr_max=suggestion.valley * 10)  # fastai's rule of thumb: up to 10x the valley
+    learn.fit_one_cycle(3, lr_max=suggestion.valley)
     return float(learn.recorder.values[-1][-1])
 
 

@@ -25,7 +25,7 @@ def test_switches_set_trainer_precision(tmp_path: Path) -> None:
     assert learn.to_fp16() is learn and learn.trainer_options["precision"] == "16-mixed"
     assert learn.to_bf16() is learn and learn.trainer_options["precision"] == "bf16-mixed"
     assert learn.to_fp32() is learn and learn.trainer_options["precision"] == "32-true"
-    with pytest.raises(ValueError, match="precision.*'fp8'"):
+    with pytest.raises(ValueError, match=r"precision.*'fp8'"):
         set_precision(learn, "fp8")
 
 

@@ -89,7 +89,9 @@ def test_combine_scheds_validation(pcts: Any, scheds: Any, err: type[Exception])
         combine_scheds(pcts, scheds)
 
 
-@pytest.mark.parametrize("scheds", [{}, {"lr": 1e-3}, {"lr": [SchedNo(1, 1), "x"]}, [SchedNo(1, 1)], {3: SchedNo(1, 1)}])
+@pytest.mark.parametrize(
+    "scheds", [{}, {"lr": 1e-3}, {"lr": [SchedNo(1, 1), "x"]}, [SchedNo(1, 1)], {3: SchedNo(1, 1)}]
+)
 def test_param_scheduler_rejects_bad_scheds(scheds: Any) -> None:
     with pytest.raises(TypeError, match="ParamScheduler"):
         ParamScheduler(scheds)
@@ -97,7 +99,7 @@ def test_param_scheduler_rejects_bad_scheds(scheds: Any) -> None:
 
 def test_param_scheduler_unknown_hyper_fails_at_before_fit(tmp_path: Any) -> None:
     learn = make_learner(tmp_path)
-    with pytest.raises(ValueError, match="ParamScheduler.*foo"):
+    with pytest.raises(ValueError, match=r"ParamScheduler.*foo"):
         learn.fit(1, cbs=ParamScheduler({"foo": SchedNo(1.0, 1.0)}))
 
 
@@ -204,9 +206,9 @@ def test_freeze_to_keeps_norm_trainable_and_fine_tune_recipe(tmp_path: Any) -> N
                 self.first_lrs = [g["lr"] for g in self.learn.opt.param_groups]
 
         def after_fit(self) -> None:
-            self.log = getattr(self, "log", []) + [
-                (self.grad_flags, torch.equal(self.w0, self.learn.model[0].weight), torch.equal(self.bn0, self.learn.model[1].weight), self.first_lrs)
-            ]
+            model = self.learn.model
+            same_w0, same_bn = torch.equal(self.w0, model[0].weight), torch.equal(self.bn0, model[1].weight)
+            self.log = [*getattr(self, "log", []), (self.grad_flags, same_w0, same_bn, self.first_lrs)]
 
     snap = Snap()
     learn = make_learner(tmp_path, model=model, splitter=splitter, cbs=[snap])
@@ -217,7 +219,7 @@ def test_freeze_to_keeps_norm_trainable_and_fine_tune_recipe(tmp_path: Any) -> N
     assert all(p.requires_grad for p in model.parameters())
 
     learn.fine_tune(1, base_lr=2e-3, freeze_epochs=1)
-    (flags1, w_same1, bn_same1, lrs1), (flags2, w_same2, bn_same2, lrs2) = snap.log
+    (flags1, w_same1, bn_same1, lrs1), (flags2, w_same2, _, lrs2) = snap.log
     assert flags1 == [False, False, True, True, True, True] and w_same1 and not bn_same1
     assert all(flags2) and not w_same2
     # stage 1: slice(2e-3) -> [2e-4, 2e-3], div 25; stage 2: slice(1e-3/100, 1e-3), div 5 (groups: w, b|bn, w, b)
