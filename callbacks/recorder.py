@@ -198,6 +198,13 @@ class Recorder(Callback):
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
         self.learn.print("\n".join(lines))  # type: ignore[union-attr]
 
+    def plot_lr_find(self, skip_end: int = 5, return_fig: bool = True, suggestions: Any = None, nms: Any = None,
+                     **kwargs: Any) -> Any:
+        """fastai's lr-finder plot of this history; see :func:`callbacks.lr_finder.plot_lr_find`."""
+        from .lr_finder import plot_lr_find
+
+        return plot_lr_find(self, skip_end, return_fig, suggestions, nms, **kwargs)
+
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """History and smoothing state, for Lightning checkpoints (plain floats and ints)."""
