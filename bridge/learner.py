@@ -199,6 +199,12 @@ class Learner(CallbackHost):
         """fastai v1 name of ``dls``."""
         return self.dls
 
+    def _translate_cb(self, cb: Any) -> bool:
+        # A ported fastai MixedPrecision callback becomes the Trainer's precision setting.
+        from .precision import translate_precision_callback
+
+        return translate_precision_callback(self, cb)
+
     # -- optimizer -------------------------------------------------------------------------------
     def create_opt(self) -> torch.optim.Optimizer:
         """Build ``self.opt`` from ``opt_func``, the splitter's param groups and ``lr``.

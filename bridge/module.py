@@ -73,6 +73,7 @@ class LearnerModule(pl.LightningModule):
         self.loop = EventLoop(learn)
         self.loop.on_cancelled = self._cancelled
         self._lopt: Any = None
+        self._world = 1
         self._loss_set: Tensor | None = None
         self._loss_clone: Tensor | None = None
 
@@ -94,6 +95,7 @@ class LearnerModule(pl.LightningModule):
             learn.create_opt()
         lopts = self.optimizers()
         self._lopt = lopts[0] if isinstance(lopts, list) else lopts
+        self._world = self.trainer.world_size
         self.loop.fit_start(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -182,7 +184,12 @@ class LearnerModule(pl.LightningModule):
             # Callbacks written for fastai < 2.5 rebind `loss` only: that is what backward uses.
             if target is self._loss_set and learn.loss is not self._loss_clone:
                 target = learn.loss
-            self.manual_backward(target)
+            # Accumulation-only batches (GradientAccumulation) skip DDP's gradient all-reduce.
+            if getattr(learn, "skip_grad_sync", False) and self._world > 1:
+                with self.trainer.strategy.block_backward_sync():  # type: ignore[attr-defined]
+                    self.manual_backward(target)
+            else:
+                self.manual_backward(target)
         except CancelBackwardException:
             cbs("after_cancel_backward")
         cbs("after_backward")

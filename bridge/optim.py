@@ -161,6 +161,8 @@ def get_hypers(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
                 key, idx = _torch_key(group, name)
             except KeyError:
                 continue
+            if key not in group:
+                continue
             h[name] = group[key] if idx is None else group[key][idx]
         out.append(h)
     return out
