@@ -43,6 +43,6 @@ __all__ = [
     "DataBunch",
     "Event",
     "Learner",
-    "LightningAdapter",
     "LearnerModule",
+    "LightningAdapter",
 ]

@@ -6,9 +6,10 @@ from collections.abc import Callable, Sized
 from typing import Any
 
 import lightning.pytorch as pl
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, TensorDataset
 
-__all__ = ["DataBunch"]
+__all__ = ["DataBunch", "unrepeated"]
 
 
 def _check_loader(arg: str, dl: object, required: bool = True) -> DataLoader[Any] | None:
@@ -185,7 +186,7 @@ class DataBunch(pl.LightningDataModule):
         return self.train_dl
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return self.valid_dl
+        return unrepeated(self.valid_dl, getattr(self, "trainer", None))
 
     def test_dataloader(self) -> DataLoader[Any]:
         if self.test_dl is None:
@@ -197,3 +198,33 @@ class DataBunch(pl.LightningDataModule):
             f"DataBunch(train: {len(self.train_dl.dataset)} items, "  # type: ignore[arg-type]
             f"valid: {len(self.valid_dl.dataset)} items, c={self.c})"  # type: ignore[arg-type]
         )
+
+
+def unrepeated(dl: DataLoader[Any], trainer: Any) -> DataLoader[Any]:
+    """Under DDP, an evaluation loader that gives rank ``r`` items ``r, r+W, r+2W, ...`` once each.
+
+    Lightning's default ``DistributedSampler`` pads the last shard by repeating items, so
+    validation losses and metrics would count some samples twice. Only loaders that read
+    the dataset in order are changed; anything else is left to Lightning.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> dl = DataLoader(TensorDataset(torch.arange(5.0)), batch_size=2)
+        >>> unrepeated(dl, trainer=None) is dl
+        True
+    """
+    world = getattr(trainer, "world_size", 1) if trainer is not None else 1
+    if world <= 1 or not isinstance(dl.sampler, SequentialSampler) or isinstance(dl.dataset, IterableDataset):
+        return dl
+    sampler = UnrepeatedDistributedSampler(dl.dataset, num_replicas=world, rank=trainer.global_rank, shuffle=False)
+    return DataLoader(
+        dl.dataset,
+        batch_size=dl.batch_size,
+        sampler=sampler,
+        num_workers=dl.num_workers,
+        collate_fn=dl.collate_fn,
+        pin_memory=dl.pin_memory,
+        drop_last=False,
+        persistent_workers=dl.persistent_workers,
+    )

@@ -8,6 +8,7 @@ callbacks on a user's own LightningModule). Attribute names are fastai's.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -66,7 +67,7 @@ class CallbackHost:
         self.final_record: list[float] | None = None
         self.last_metrics: list[float] | None = None
         self._n_inp = 1
-        self.cb_handler = CallbackHandler(training=lambda: self.training)
+        self.cb_handler = CallbackHandler(training=functools.partial(getattr, self, "training"))
         self._aliases: dict[str, Any] = {}
         self._handles: dict[int, Any] = {}
         self._pl_cbs: list[pl.Callback] = []

@@ -19,12 +19,13 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from .callback import Callback
-from .data import DataBunch
+from .data import DataBunch, unrepeated
 from .distributed import atomic_save
 from .host import CallbackHost
 from .metrics import as_metric, metric_name
 from .module import LearnerModule
 from .optim import NO_WD, Adam, OptFunc, param_groups, set_hyper
+from .spawn import ship_state_back
 from .train_eval import TrainEvalCallback
 
 __all__ = ["Learner"]
@@ -282,6 +283,7 @@ class Learner(CallbackHost):
             self.module.metrics = nn.ModuleList(self.metrics)
             self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options})
             self.exception = None
+            ship_state_back(trainer, self)
             with _quiet():
                 trainer.fit(self.module, datamodule=self.dls, ckpt_path=ckpt_path)
 
@@ -292,9 +294,10 @@ class Learner(CallbackHost):
             self.module.metrics = nn.ModuleList(self.metrics)
             trainer = self._make_trainer(overrides)
             self.trainer = trainer
+            ship_state_back(trainer, self)
             try:
                 with _quiet():
-                    trainer.validate(self.module, dataloaders=dl, verbose=False)
+                    trainer.validate(self.module, datamodule=_EvalData(dl), verbose=False)
             finally:
                 self.stage = None
 
@@ -571,13 +574,14 @@ class Learner(CallbackHost):
 
 
 class _GatherPreds(Callback):
-    """Collects predictions and targets during a ``get_preds`` validation pass."""
+    """Collects predictions and targets during a ``get_preds`` pass; under DDP, from every rank."""
 
     order = 60
 
     def before_validate(self) -> None:
         self._preds: list[Tensor] = []
         self._targs: list[Tensor] = []
+        self._result: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
 
     def after_batch(self) -> None:
         learn = self.learn
@@ -586,10 +590,50 @@ class _GatherPreds(Callback):
         if learn.yb:
             self._targs.append(learn.yb[0].detach())
 
-    def result(self) -> tuple[Tensor, Tensor]:
+    def after_validate(self) -> None:
         preds = torch.cat(self._preds).cpu() if self._preds else torch.empty(0)
         targs = torch.cat(self._targs).cpu() if self._targs else torch.empty(0)
-        return preds, targs
+        if _dist_ready() and torch.distributed.get_world_size() > 1:
+            # Rank r holds items r, r+W, ... (bridge.data.unrepeated): gather and interleave.
+            parts: list[Any] = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(parts, (preds, targs))
+            preds, targs = _interleave([p for p, _ in parts]), _interleave([t for _, t in parts])
+        self._result = (preds, targs)
+
+    def result(self) -> tuple[Tensor, Tensor]:
+        return self._result
+
+    def state_dict(self) -> dict[str, Any]:  # how the result comes back from ddp_spawn workers
+        return {"preds": self._result[0], "targs": self._result[1]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._result = (state["preds"], state["targs"])
+
+
+def _dist_ready() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _interleave(parts: list[Tensor]) -> Tensor:
+    """Put back dataset order from per-rank shards ``r::W``."""
+    if not parts or (parts[0].numel() == 0 and all(p.numel() == 0 for p in parts)):
+        return parts[0] if parts else torch.empty(0)
+    total = sum(p.shape[0] for p in parts)
+    out = parts[0].new_empty((total, *parts[0].shape[1:]))
+    for r, part in enumerate(parts):
+        out[r :: len(parts)] = part
+    return out
+
+
+class _EvalData(pl.LightningDataModule):
+    """One evaluation loader, given to Lightning so that DDP shards it without repeats."""
+
+    def __init__(self, dl: Any) -> None:
+        super().__init__()
+        self.dl = dl
+
+    def val_dataloader(self) -> Any:
+        return unrepeated(self.dl, getattr(self, "trainer", None))
 
 
 @contextlib.contextmanager

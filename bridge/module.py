@@ -36,6 +36,13 @@ if TYPE_CHECKING:
 
 __all__ = ["LearnerModule"]
 
+# Agreed votes after which no rank may take the optimizer step.
+_NO_STEP = frozenset({"step", "batch", "validate", "train", "epoch", "fit"})
+
+
+class _StepAborted(Exception):
+    """Raised from on_before_optimizer_step to abort a step every rank agreed to skip."""
+
 
 class _ExceptionHook(pl.Callback):
     """Lightning calls only ``on_exception`` when fit fails; fire ``after_fit`` from there."""
@@ -118,8 +125,10 @@ class LearnerModule(pl.LightningModule):
             self.trainer.should_stop = True  # no more epochs; what is left of this one is muted
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        # -1 makes Lightning skip the rest of the epoch *and* its validation.
-        return None if self.loop.is_open("epoch") else -1
+        # -1 makes Lightning skip the rest of the epoch *and* its validation; under DDP only
+        # once every rank agrees (a rank still waiting to tell the others keeps stepping).
+        loop = self.loop
+        return None if loop.is_open("epoch") or loop.deferred is not None else -1
 
     def on_validation_epoch_start(self) -> None:
         self.loop.validation_epoch_start(self.trainer)
@@ -147,6 +156,8 @@ class LearnerModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
         loop = self.loop
+        if loop.sync is not None:
+            return self._ddp_training_step(batch, batch_idx)
         if not loop.innermost("train"):
             return None
         learn = self.learn
@@ -180,19 +191,25 @@ class LearnerModule(pl.LightningModule):
     def _backward(self, learn: Learner, cbs: Any) -> None:
         try:
             cbs("before_backward")
-            target = learn.loss_grad
-            # Callbacks written for fastai < 2.5 rebind `loss` only: that is what backward uses.
-            if target is self._loss_set and learn.loss is not self._loss_clone:
-                target = learn.loss
-            # Accumulation-only batches (GradientAccumulation) skip DDP's gradient all-reduce.
-            if getattr(learn, "skip_grad_sync", False) and self._world > 1:
-                with self.trainer.strategy.block_backward_sync():  # type: ignore[attr-defined]
-                    self.manual_backward(target)
-            else:
-                self.manual_backward(target)
+            self._do_backward(self._backward_target(learn))
         except CancelBackwardException:
             cbs("after_cancel_backward")
         cbs("after_backward")
+
+    def _backward_target(self, learn: Learner) -> Any:
+        target = learn.loss_grad
+        # Callbacks written for fastai < 2.5 rebind `loss` only: that is what backward uses.
+        if target is self._loss_set and learn.loss is not self._loss_clone:
+            target = learn.loss
+        return target
+
+    def _do_backward(self, target: Any) -> None:
+        # Accumulation-only batches (GradientAccumulation) skip DDP's gradient all-reduce.
+        if getattr(self.learn, "skip_grad_sync", False) and self._world > 1:
+            with self.trainer.strategy.block_backward_sync():  # type: ignore[attr-defined]
+                self.manual_backward(target)
+        else:
+            self.manual_backward(target)
 
     def _step(self, learn: Learner, cbs: Any) -> None:
         try:
@@ -206,8 +223,81 @@ class LearnerModule(pl.LightningModule):
         cbs("after_step")
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
-        if self.loop.is_open("train"):
+        loop = self.loop
+        if loop.sync is not None and self.trainer.state.fn == "fit":
+            loop.guard(lambda: loop.open_level("step"))  # before_step
+            agreed = self._agree_batch()
+            if agreed & _NO_STEP or not loop.innermost("step"):
+                raise _StepAborted()
+            return
+        if loop.is_open("train"):
             self.learn.cb_handler("before_step")
+
+    # -- the training batch under DDP: every cancel agreed across ranks, one all-reduce a batch ------
+    def _ddp_training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        """fastai's batch with cancels agreed at one point (before the optimizer step).
+
+        A rank that cancels still joins DDP's gradient all-reduce (with a zero loss) and the
+        agreement; then every rank applies the cancel there. A cancel raised after the step
+        waits for the next batch's agreement (or the next hook's).
+        """
+        loop, learn = self.loop, self.learn
+        if loop.deferred is None and not loop.innermost("train"):
+            return None  # closed on every rank alike: nobody runs backward
+        cbs = learn.cb_handler
+        if loop.deferred is None:
+            learn.iter = batch_idx
+            self._split(batch)
+
+            def forward() -> None:
+                loop.open_level("batch")
+                learn.pred = learn.model(*learn.xb)
+                cbs("after_pred")
+                if learn.yb:
+                    self._loss_set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
+                    self._loss_clone = learn.loss = learn.loss_grad.clone()
+                cbs("after_loss")
+                loop.open_level("backward")
+
+            loop.guard(forward)
+        if loop.deferred is None and loop.innermost("backward") and learn.yb:
+            self._do_backward(self._backward_target(learn))
+            loop.guard(lambda: loop.close_level("backward"))
+        else:
+            self._zero_backward()
+            loop.votes.add("zero_grad")
+        stepped = False
+        if loop.deferred is None and loop.innermost("batch"):
+            try:
+                self._lopt.step()  # before_step and the agreement run in on_before_optimizer_step
+                stepped = True
+            except _StepAborted:
+                self._restore_scaler()
+            except BaseException:
+                self._restore_scaler()
+                raise
+        else:
+            self._agree_batch()
+        if stepped:
+            loop.guard(lambda: loop.close_level("step"))  # after_step
+        if loop.deferred is None and loop.innermost("batch"):
+            learn.opt.zero_grad()
+        loop.guard(lambda: loop.close_level("batch"))  # after_batch
+        loss = learn.loss
+        return loss.detach() if isinstance(loss, Tensor) else None
+
+    def _zero_backward(self) -> None:
+        """A backward that adds nothing, so this rank still meets DDP's gradient all-reduce."""
+        params = [p for p in self.learn.model.parameters() if p.requires_grad]
+        if params:
+            self._do_backward(torch.stack([p.sum() for p in params]).sum() * 0.0)
+
+    def _agree_batch(self) -> set[str]:
+        agreed = self.loop.agree()
+        if "zero_grad" in agreed or "backward" in agreed:
+            # Some rank's backward carried nothing: drop the batch's gradients everywhere.
+            self.learn.opt.zero_grad(set_to_none=True)
+        return agreed
 
     def _restore_scaler(self) -> None:
         """Undo a GradScaler ``unscale_`` whose step was cancelled.
@@ -233,7 +323,7 @@ class LearnerModule(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         loop = self.loop
-        if not loop.innermost("validate"):
+        if loop.deferred is not None or not loop.innermost("validate"):
             return
         learn = self.learn
         learn.iter = batch_idx
@@ -252,4 +342,11 @@ class LearnerModule(pl.LightningModule):
                 cbs("after_cancel_batch")
             cbs("after_batch")
         except CancelException as exc:
-            loop.cancel(exc)
+            loop.guard(_raiser(exc))  # under DDP: deferred to the agreement at validation end
+
+
+def _raiser(exc: BaseException) -> Any:
+    def raise_it() -> None:
+        raise exc
+
+    return raise_it
