@@ -28,6 +28,7 @@ __all__ = [
     "global_rank",
     "is_global_zero",
     "reduce_mean",
+    "reduce_mean_ragged",
     "world_size",
 ]
 
@@ -135,6 +136,28 @@ def reduce_mean(t: torch.Tensor) -> torch.Tensor:
     out = t.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out / dist.get_world_size()
+
+
+def reduce_mean_ragged(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean over ranks of 1-d tensors that may differ in length by rank.
+
+    Positions some ranks lack are averaged over the ranks that have them; the result has
+    the longest length. Two tiny all-reduces; ``t`` itself without distributed training.
+
+    Example:
+        >>> import torch
+        >>> reduce_mean_ragged(torch.tensor([1.0, 2.0])).tolist()
+        [1.0, 2.0]
+    """
+    if not _dist_ready() or dist.get_world_size() == 1:
+        return t
+    n = torch.tensor([float(t.numel())], device=t.device)
+    dist.all_reduce(n, op=dist.ReduceOp.MAX)
+    buf = torch.zeros(2, int(n.item()), device=t.device, dtype=torch.float64)
+    buf[0, : t.numel()] = t.detach().flatten().double()
+    buf[1, : t.numel()] = 1.0
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return (buf[0] / buf[1].clamp(min=1.0)).to(t.dtype)
 
 
 def barrier() -> None:

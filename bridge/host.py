@@ -248,6 +248,20 @@ class CallbackHost:
         """
         print(self.cb_handler.show_training_loop())
 
+    @contextlib.contextmanager
+    def no_logging(self) -> Iterator[Self]:
+        """No epoch table and nothing sent to the loggers inside the block (fastai's ``no_logging``).
+
+        Example:
+            >>> # with learn.no_logging(): learn.fit(1)
+        """
+        old = self.__dict__.get("_no_logging", False)
+        self._no_logging = True
+        try:
+            yield self
+        finally:
+            self._no_logging = old
+
     # -- output helpers for callbacks --------------------------------------------------------------
     def print(self, text: str) -> None:
         """Print on global rank 0, above Lightning's progress bar when one is showing.
@@ -255,7 +269,7 @@ class CallbackHost:
         Example:
             >>> # learn.print("epoch 1 done")
         """
-        if not is_global_zero():
+        if not is_global_zero() or getattr(self, "_no_logging", False):
             return
         bar = getattr(self.trainer, "progress_bar_callback", None) if self.trainer is not None else None
         if bar is not None and hasattr(bar, "print"):

@@ -10,19 +10,18 @@ suggests the same rate).
 from __future__ import annotations
 
 import collections
-import contextlib
 import copy
 import functools
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from bridge.distributed import is_global_zero, reduce_mean, world_size
+from bridge.distributed import is_global_zero
 from bridge.exceptions import CancelFitException, CancelValidException
 
 from .schedule import ParamScheduler, SchedExp
@@ -239,10 +238,9 @@ class LRFinder(ParamScheduler):
         super().after_batch()
         learn = self.learn
         assert learn is not None
-        smooth: Any = learn.smooth_loss
-        if world_size() > 1:  # one collective per batch, during lr_find only
-            smooth = reduce_mean(torch.as_tensor(smooth, dtype=torch.float32, device=learn.device).reshape(1))
-        loss = float(smooth)
+        # This rank's smoothed loss; under DDP the bridge agrees a stop raised on any rank, and
+        # the recorded curve (Recorder.losses) is the mean over ranks.
+        loss = float(learn.smooth_loss)
         if loss < self.best_loss:
             self.best_loss = loss
         if self.stop_div and (loss > 4 * self.best_loss or math.isnan(loss)):
@@ -323,23 +321,6 @@ def _func_name(f: Callable[..., Any]) -> str:
     return f.func.__name__ if isinstance(f, functools.partial) else getattr(f, "__name__", type(f).__name__)
 
 
-@contextlib.contextmanager
-def _no_logging(learn: Learner) -> Iterator[None]:
-    """fastai's ``no_logging``: no epoch table, nothing sent to loggers."""
-    had_flag = "_no_logging" in learn.__dict__
-    old_flag = learn.__dict__.get("_no_logging")
-    learn._no_logging = True  # type: ignore[attr-defined]
-    learn.print = lambda text: None  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del learn.print
-        if had_flag:
-            learn._no_logging = old_flag  # type: ignore[attr-defined]
-        else:
-            del learn._no_logging  # type: ignore[attr-defined]
-
-
 def lr_find(
     learn: Learner,
     start_lr: float = 1e-7,
@@ -378,7 +359,7 @@ def lr_find(
     hypers = None
     if learn.opt is not None:
         hypers = [{k: v for k, v in g.items() if k != "params"} for g in learn.opt.param_groups]
-    with _no_logging(learn):
+    with learn.no_logging():
         learn.fit(n_epoch, cbs=cb, **opts)
     if hypers is not None and learn.opt is not None and len(hypers) == len(learn.opt.param_groups):
         for group, h in zip(learn.opt.param_groups, hypers):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from bridge.callback import Callback
-from bridge.distributed import is_global_zero, reduce_mean
+from bridge.distributed import is_global_zero, reduce_mean_ragged, world_size
 from bridge.metrics import AvgLoss, find_bs, metric_name
 
 __all__ = ["Recorder"]
@@ -89,6 +90,9 @@ class Recorder(Callback):
         self._header_done = False
         trainer = learn.trainer
         self._every = max(int(getattr(trainer, "log_every_n_steps", 50) or 50), 1)
+        # Under DDP a rank that cancelled may skip a batch's after_batch: flush (a collective)
+        # only where every rank is sure to be, at the end of the training phase.
+        self._flush_per_batch = world_size() == 1
 
     def before_epoch(self) -> None:
         self.cancel_train = self.cancel_valid = False
@@ -124,28 +128,31 @@ class Recorder(Callback):
             self._dev_val = val
             learn.smooth_loss = val / (1 - self.beta**self._count)
             self.lrs.append(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
-            if len(self._pending) >= self._every:
+            if self._flush_per_batch and len(self._pending) >= self._every:
                 self._flush()
         else:
             self._valid_loss.update(learn.loss, find_bs(learn.yb))
             for m in learn.metrics:
                 m.update(learn.pred, *learn.yb)
 
-    def _flush(self) -> None:
+    def _flush(self, across_ranks: bool = True) -> None:
         """Read back pending losses (one device sync, one collective under DDP) and log them."""
         if not self._pending:
             return
-        raw = reduce_mean(torch.stack(self._pending).float()).tolist()
+        raw = torch.stack(self._pending).float()
+        raw = (reduce_mean_ragged(raw) if across_ranks else raw).tolist()
         self._pending = []
-        beta = self.beta
+        beta, every = self.beta, self._every
+        learn = self.learn
+        assert learn is not None
         for v in raw:
             self._host_count += 1
             self._host_val = beta * self._host_val + (1 - beta) * v
             self.losses.append(self._host_val / (1 - beta**self._host_count))
-        learn = self.learn
-        assert learn is not None
-        lr = self.lrs[-1] if self.lrs else math.nan
-        learn.log_step({"train_loss": self.losses[-1], "lr": float(lr)}, step=self._host_count)
+            if self._host_count % every == 0 or self._host_count == 1:
+                i = min(self._host_count, len(self.lrs)) - 1
+                lr = float(self.lrs[i]) if i >= 0 else math.nan
+                learn.log_step({"train_loss": self.losses[-1], "lr": lr}, step=self._host_count)
 
     def after_train(self) -> None:
         if not self._in_fit:
@@ -157,10 +164,13 @@ class Recorder(Callback):
     def after_validate(self) -> None:
         learn = self.learn
         assert learn is not None
-        if self._valid_loss.update_count == 0:
+        # Under DDP compute() is a collective: every rank calls it, even one that saw no batch.
+        if self._valid_loss.update_count == 0 and world_size() == 1:
             return
-        values = [self._valid_loss.compute()]
-        values += [m.compute() for m in learn.metrics]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*compute.*before the.*update.*")
+            values = [self._valid_loss.compute()]
+            values += [m.compute() for m in learn.metrics]
         self._valid = [float(v) for v in values]
         learn.last_metrics = list(self._valid)
 
@@ -183,7 +193,8 @@ class Recorder(Callback):
 
     def after_fit(self) -> None:
         if self._in_fit:
-            self._flush()
+            # After an error the other ranks may be gone: no collective on the way out.
+            self._flush(across_ranks=self.learn is not None and self.learn.exception is None)
 
     # -- output ------------------------------------------------------------------------------------
     def _print_row(self, row: list[Any]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from bridge.callback import Callback
-from bridge.distributed import all_ranks_agree
 from bridge.exceptions import CancelFitException
 
 __all__ = ["TerminateOnNaNCallback"]
@@ -23,10 +22,8 @@ class TerminateOnNaNCallback(Callback):
     ``stopped_at``.
 
     Cost: reading the loss back is one device sync per batch (fastai pays it too). Under
-    DDP the decision is also made identical on all ranks with one tiny all-reduce per
-    batch (``bridge.distributed.all_ranks_agree``), so a NaN on one rank stops every rank
-    at the same batch instead of leaving the others waiting in the gradient all-reduce.
-    With one process there is no collective.
+    DDP a NaN on one rank stops every rank at the same batch: the bridge agrees every
+    cancel across ranks before the optimizer step, so this callback needs no collective.
 
     Example:
         >>> cb = TerminateOnNaNCallback()
@@ -48,7 +45,7 @@ class TerminateOnNaNCallback(Callback):
         if not isinstance(loss, torch.Tensor):
             return
         bad = not bool(torch.isfinite(loss.detach()).all())
-        if all_ranks_agree(bad):
+        if bad:
             if learn.training and learn.opt is not None:
                 learn.opt.zero_grad()  # the step is skipped: drop the non-finite grads too
             self.stopped_at = (int(learn.epoch), int(learn.iter))
