@@ -26,6 +26,7 @@ from .module import LearnerModule
 from .optim import SGD, Adam
 
 __all__ = [
+    "SGD",
     "Adam",
     "AvgMetric",
     "Callback",
@@ -42,5 +43,4 @@ __all__ = [
     "Event",
     "Learner",
     "LearnerModule",
-    "SGD",
 ]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .learner import Learner
 
-__all__ = ["Callback", "camel2snake", "callback_name"]
+__all__ = ["Callback", "callback_name", "camel2snake"]
 
 _CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
@@ -76,9 +76,7 @@ class Callback:
             raise AttributeError(name)
         learn = self.__dict__.get("learn") or type(self).learn
         if learn is None:
-            raise AttributeError(
-                f"{type(self).__name__!r} has no attribute {name!r} (not attached to a Learner yet)"
-            )
+            raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r} (not attached to a Learner yet)")
         return getattr(learn, name)
 
     def __setattr__(self, name: str, value: Any) -> None:

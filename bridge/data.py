@@ -6,7 +6,6 @@ from collections.abc import Callable, Sized
 from typing import Any
 
 import lightning.pytorch as pl
-import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = ["DataBunch"]
@@ -198,5 +197,3 @@ class DataBunch(pl.LightningDataModule):
             f"DataBunch(train: {len(self.train_dl.dataset)} items, "  # type: ignore[arg-type]
             f"valid: {len(self.valid_dl.dataset)} items, c={self.c})"  # type: ignore[arg-type]
         )
-
-

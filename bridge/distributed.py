@@ -19,16 +19,16 @@ import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_only
 
 __all__ = [
-    "global_rank",
-    "world_size",
-    "is_global_zero",
+    "TMP_SUFFIX",
+    "all_ranks_agree",
     "atomic_save",
     "atomic_write_text",
-    "reduce_mean",
     "barrier",
     "broadcast_object",
-    "all_ranks_agree",
-    "TMP_SUFFIX",
+    "global_rank",
+    "is_global_zero",
+    "reduce_mean",
+    "world_size",
 ]
 
 #: Suffix of in-progress files; never a finished checkpoint.
@@ -171,7 +171,13 @@ def all_ranks_agree(flag: bool, device: torch.device | None = None) -> bool:
     if not _dist_ready() or dist.get_world_size() == 1:
         return flag
     backend = dist.get_backend()
-    dev = device if device is not None else torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    dev = (
+        device
+        if device is not None
+        else torch.device("cuda", torch.cuda.current_device())
+        if backend == "nccl"
+        else torch.device("cpu")
+    )
     t = torch.tensor([1.0 if flag else 0.0], device=dev)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)

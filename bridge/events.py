@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Event", "EVENT_NAMES", "INNER_LOOP", "LEVELS"]
+__all__ = ["EVENT_NAMES", "INNER_LOOP", "LEVELS", "Event"]
 
 #: Levels of the loop, outermost first; each has before_/after_/after_cancel_ events.
 LEVELS: tuple[str, ...] = ("fit", "epoch", "train", "validate", "batch", "backward", "step")

@@ -28,15 +28,15 @@ Example:
 from __future__ import annotations
 
 __all__ = [
-    "CancelException",
-    "CancelBatchException",
+    "LEVEL_OF",
     "CancelBackwardException",
+    "CancelBatchException",
+    "CancelEpochException",
+    "CancelException",
+    "CancelFitException",
     "CancelStepException",
     "CancelTrainException",
     "CancelValidException",
-    "CancelEpochException",
-    "CancelFitException",
-    "LEVEL_OF",
 ]
 
 

@@ -191,12 +191,17 @@ class CallbackHandler:
             subs = self.subscribers(name)
             if subs:
                 lines.append("  " * indent + f"- {name:<22}: " + ", ".join(type(c).__name__ for c in subs))
-            if name.startswith("after_") and not name.startswith("after_cancel") and name[6:] in (
-                "batch",
-                "train",
-                "validate",
-                "epoch",
-                "fit",
+            if (
+                name.startswith("after_")
+                and not name.startswith("after_cancel")
+                and name[6:]
+                in (
+                    "batch",
+                    "train",
+                    "validate",
+                    "epoch",
+                    "fit",
+                )
             ):
                 indent = max(indent - 1, 0)
                 lines.append("  " * indent + "End " + name[6:].capitalize())

@@ -14,13 +14,14 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from .callback import Callback, callback_name
+from .callback import Callback
 from .data import DataBunch
-from .distributed import atomic_save, is_global_zero
-from .handler import CallbackHandler, event_methods
+from .distributed import atomic_save
+from .host import CallbackHost
 from .metrics import as_metric, metric_name
 from .module import LearnerModule
 from .optim import NO_WD, Adam, OptFunc, param_groups, set_hyper
@@ -37,6 +38,13 @@ _RESERVED = {
     "gradient_clip_algorithm": "use callbacks.GradientClip(norm_type=...)",
     "accumulate_grad_batches": "use callbacks.GradientAccumulation(n_acc=...)",
 }
+# Lightning warnings that are noise for a Learner: the Recorder logs at its own pace, CPU
+# loaders with num_workers=0 are the user's choice, and the pytree one is Lightning's own.
+_QUIET_WARNINGS = (
+    ".*smaller than the logging interval.*",
+    ".*does not have many workers.*",
+    ".*LeafSpec.*",
+)
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
 
@@ -78,7 +86,7 @@ def trainable_params(model: nn.Module) -> list[list[nn.Parameter]]:
     return [[p for p in model.parameters() if p.requires_grad]]
 
 
-class Learner:
+class Learner(CallbackHost):
     """Train ``model`` on ``data`` the fastai way, on Lightning's ``Trainer``.
 
     Args:
@@ -142,9 +150,7 @@ class Learner:
         if not isinstance(model, nn.Module):
             raise TypeError(f"Learner: `model` must be a torch.nn.Module, got {type(model).__name__}")
         if not any(True for _ in model.parameters()):
-            raise ValueError(
-                f"Learner: `model` ({type(model).__name__}) has no parameters; there is nothing to train"
-            )
+            raise ValueError(f"Learner: `model` ({type(model).__name__}) has no parameters; there is nothing to train")
         if loss_func is None:
             loss_func = getattr(data.train_ds, "loss_func", None)
         if loss_func is None or not callable(loss_func):
@@ -160,7 +166,9 @@ class Learner:
             raise ValueError(f"Learner: `wd` must be a number >= 0 or None, got {wd!r}")
         _check_trainer_options("Learner", trainer_options)
 
+        super().__init__()
         self.dls = data
+        self._n_inp = data.n_inp
         self.model = model
         self.loss_func = loss_func
         self.opt_func = opt_func
@@ -177,27 +185,6 @@ class Learner:
         elif not isinstance(metrics, (list, tuple)):
             metrics = [metrics]
         self.metrics = [as_metric(m, i) for i, m in enumerate(metrics)]
-
-        # State visible to callbacks (fastai names).
-        self.opt: torch.optim.Optimizer | None = None
-        self.trainer: pl.Trainer | None = None
-        self.stage: str | None = None
-        self.xb: tuple[Any, ...] = (None,)
-        self.yb: tuple[Any, ...] = (None,)
-        self.pred: Any = None
-        self.loss: Any = None
-        self.loss_grad: Any = None
-        self.smooth_loss: Tensor = torch.tensor(0.0)
-        self.epoch, self.n_epoch, self.iter, self.n_iter = 0, 1, 0, 0
-        self.train_iter, self.pct_train = 0, 0.0
-        self.training = False
-        self.dl: Any = None
-        self.exception: BaseException | None = None
-        self.final_record: list[float] | None = None
-
-        self.cb_handler = CallbackHandler(training=lambda: self.training)
-        self._aliases: dict[str, Any] = {}
-        self._pl_cbs: list[pl.Callback] = []
         self.module = LearnerModule(self)
         if default_cbs:
             from callbacks.recorder import Recorder  # the one bridge -> callbacks edge
@@ -211,158 +198,6 @@ class Learner:
     def data(self) -> DataBunch:
         """fastai v1 name of ``dls``."""
         return self.dls
-
-    @property
-    def n_inp(self) -> int:
-        """How many leading batch elements are inputs."""
-        return self.dls.n_inp
-
-    @property
-    def x(self) -> Any:
-        """The input, de-tupled when the batch has one input (fastai v2 ``learn.x``)."""
-        return self.xb[0] if len(self.xb) == 1 else self.xb
-
-    @property
-    def y(self) -> Any:
-        """The target, de-tupled when the batch has one target (fastai v2 ``learn.y``)."""
-        return self.yb[0] if len(self.yb) == 1 else self.yb
-
-    @property
-    def cbs(self) -> list[Any]:
-        """The callbacks, sorted by ``order``."""
-        return self.cb_handler.cbs
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model's parameters are."""
-        return next(self.model.parameters()).device
-
-    def n_iter_per_epoch(self) -> int:
-        """Training batches per epoch in this process (after Lightning's distributed sampler)."""
-        if self.trainer is not None:
-            n = self.trainer.num_training_batches
-            if isinstance(n, int) or (isinstance(n, float) and math.isfinite(n)):
-                return int(n)
-        return len(self.dls.train_dl)
-
-    # -- callbacks -------------------------------------------------------------------------------
-    def add_cb(self, cb: Any) -> Learner:
-        """Add one callback (an instance, or a class to instantiate) and expose it as ``learn.<name>``.
-
-        Example:
-            >>> # learn.add_cb(SaveModelCallback()); learn.save_model
-        """
-        if isinstance(cb, type):
-            cb = cb()
-        if isinstance(cb, pl.Callback):
-            self._pl_cbs.append(cb)
-            return self
-        if not event_methods(cb):
-            raise TypeError(
-                f"add_cb: {type(cb).__name__} defines no known event method; a callback needs at least one of "
-                f"before_fit, before_epoch, before_train, before_batch, after_pred, after_loss, before_backward, "
-                f"after_backward, before_step, after_step, after_batch, after_train, before_validate, "
-                f"after_validate, after_epoch, after_fit (or the after_cancel_* events)"
-            )
-        try:
-            cb.learn = self
-        except AttributeError as exc:
-            raise TypeError(f"add_cb: cannot set `learn` on {type(cb).__name__} ({exc})") from None
-        name = cb.name if isinstance(cb, Callback) else callback_name(cb)
-        if name in self._aliases or not hasattr(self, name):
-            if name not in self._aliases:
-                setattr(self, name, cb)
-                self._aliases[name] = cb
-        else:
-            warnings.warn(
-                f"add_cb: not exposing {type(cb).__name__} as `learn.{name}`: the Learner already has an "
-                f"attribute of that name",
-                stacklevel=2,
-            )
-        self.cb_handler.add(cb)
-        return self
-
-    def add_cbs(self, cbs: Iterable[Any] | Any | None) -> Learner:
-        """Add several callbacks.
-
-        Example:
-            >>> # learn.add_cbs([Recorder(), MyCallback()])
-        """
-        if cbs is None:
-            return self
-        if not isinstance(cbs, (list, tuple)):
-            cbs = [cbs]
-        for cb in cbs:
-            self.add_cb(cb)
-        return self
-
-    def remove_cb(self, cb: Any) -> Learner:
-        """Remove a callback (or every callback of a class), alias included if it owns it.
-
-        Example:
-            >>> # learn.remove_cb(learn.recorder)
-        """
-        if isinstance(cb, type):
-            for c in [c for c in self.cbs if isinstance(c, cb)]:
-                self.remove_cb(c)
-            return self
-        if isinstance(cb, pl.Callback):
-            self._pl_cbs = [c for c in self._pl_cbs if c is not cb]
-            return self
-        self.cb_handler.remove(cb)
-        for name, owner in list(self._aliases.items()):
-            if owner is cb:
-                del self._aliases[name]
-                if self.__dict__.get(name) is cb:
-                    delattr(self, name)
-        return self
-
-    def remove_cbs(self, cbs: Iterable[Any]) -> Learner:
-        """Remove several callbacks.
-
-        Example:
-            >>> # learn.remove_cbs([cb1, cb2])
-        """
-        for cb in list(cbs):
-            self.remove_cb(cb)
-        return self
-
-    @contextlib.contextmanager
-    def added_cbs(self, cbs: Iterable[Any] | Any | None) -> Iterator[Learner]:
-        """Callbacks present only inside the ``with`` block.
-
-        Example:
-            >>> # with learn.added_cbs([MyCallback()]): learn.fit(1)
-        """
-        before = list(self.cbs) + list(self._pl_cbs)
-        self.add_cbs(cbs)
-        added = [c for c in list(self.cbs) + list(self._pl_cbs) if not any(c is b for b in before)]
-        try:
-            yield self
-        finally:
-            self.remove_cbs(added)
-
-    @contextlib.contextmanager
-    def removed_cbs(self, cbs: Iterable[Any]) -> Iterator[Learner]:
-        """Callbacks absent inside the ``with`` block (put back afterwards).
-
-        Example:
-            >>> # with learn.removed_cbs([learn.recorder]): learn.fit(1)
-        """
-        cbs = list(cbs)
-        self.remove_cbs(cbs)
-        try:
-            yield self
-        finally:
-            self.add_cbs(cbs)
-
-    def show_training_loop(self) -> None:
-        """Print which callbacks run at each event, in loop order.
-
-        Example:
-            >>> # learn.show_training_loop()
-        """
-        print(self.cb_handler.show_training_loop())
 
     # -- optimizer -------------------------------------------------------------------------------
     def create_opt(self) -> torch.optim.Optimizer:
@@ -401,6 +236,9 @@ class Learner:
         if isinstance(callbacks, pl.Callback):
             callbacks = [callbacks]
         opts["callbacks"] = list(callbacks) + list(self._pl_cbs)
+        has_ckpt = any(isinstance(c, ModelCheckpoint) for c in opts["callbacks"])
+        if has_ckpt and "enable_checkpointing" not in {**self.trainer_options, **overrides}:
+            opts["enable_checkpointing"] = True
         with _quiet():
             return pl.Trainer(**opts)
 
@@ -661,53 +499,6 @@ class Learner:
 
     # -- end recipes ---------------------------------------------------------------------------------
 
-    # -- output helpers for callbacks --------------------------------------------------------------
-    def print(self, text: str) -> None:
-        """Print on global rank 0, above Lightning's progress bar when one is showing.
-
-        Example:
-            >>> # learn.print("epoch 1 done")
-        """
-        if not is_global_zero():
-            return
-        bar = getattr(self.trainer, "progress_bar_callback", None) if self.trainer is not None else None
-        if bar is not None and hasattr(bar, "print"):
-            bar.print(text)
-        else:
-            print(text, flush=True)
-
-    def log_step(self, values: dict[str, float], step: int) -> None:
-        """Send per-step values to every Lightning logger (they write on rank 0 only).
-
-        Example:
-            >>> # learn.log_step({"train_loss": 0.3}, step=learn.train_iter)
-        """
-        if self.trainer is None or getattr(self, "_no_logging", False):
-            return
-        for logger in self.trainer.loggers:
-            logger.log_metrics(values, step=step)
-
-    def log_epoch(self, values: dict[str, float], extra: dict[str, float] | None = None) -> None:
-        """Log epoch values with Lightning's ``self.log`` (loggers and ``callback_metrics``).
-
-        ``extra`` values reach ``trainer.callback_metrics`` (for monitoring callbacks) but
-        not the loggers.
-
-        Example:
-            >>> # learn.log_epoch({"valid_loss": 0.2, "accuracy": 0.9})
-        """
-        if self.trainer is None:
-            return
-        to_logger = bool(self.trainer.loggers) and not getattr(self, "_no_logging", False)
-        try:
-            for name, value in values.items():
-                self.module.log(name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1)
-            for name, value in (extra or {}).items():
-                self.module.log(name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1)
-        except Exception:  # outside a hook where Lightning allows self.log: write to the loggers directly
-            if to_logger:
-                self.log_step(dict(values), step=self.trainer.global_step)
-
     # -- files -----------------------------------------------------------------------------------
     def _file(self, file: str | os.PathLike[str]) -> Path:
         p = Path(file)
@@ -763,7 +554,9 @@ class Learner:
             try:
                 self.opt.load_state_dict(state["opt"])
             except (ValueError, KeyError) as exc:
-                warnings.warn(f"Learner.load: could not load the optimizer state ({exc}); kept a fresh one", stacklevel=2)
+                warnings.warn(
+                    f"Learner.load: could not load the optimizer state ({exc}); kept a fresh one", stacklevel=2
+                )
         return self
 
     def __repr__(self) -> str:
@@ -801,7 +594,10 @@ def _quiet() -> Iterator[None]:
     for lg in loggers:
         lg.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():
+            for pattern in _QUIET_WARNINGS:
+                warnings.filterwarnings("ignore", pattern)
+            yield
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)

@@ -30,9 +30,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .exceptions import CancelException
+from .state import load_callback_states
 
 if TYPE_CHECKING:
-    from .learner import Learner
+    import lightning.pytorch as pl
+
+    from .host import CallbackHost
 
 __all__ = ["EventLoop"]
 
@@ -49,11 +52,13 @@ class EventLoop:
         ['fit']
     """
 
-    def __init__(self, learn: Learner | Any) -> None:
+    def __init__(self, learn: CallbackHost | Any) -> None:
         self.learn = learn
         self.open: list[str] = []
         #: Called with the level each time a level closes by a cancel (DDP sync, trainer stop).
         self.on_cancelled: Callable[[str], None] | None = None
+        #: Callback state from a checkpoint, applied right after before_fit.
+        self.pending_state: dict[str, Any] | None = None
 
     def fire(self, event: str) -> None:
         self.learn.cb_handler(event)
@@ -106,3 +111,116 @@ class EventLoop:
 
     def reset(self) -> None:
         self.open.clear()
+
+    # -- Lightning hook points (shared by LearnerModule and LightningAdapter) ---------------------
+    def fit_start(self, trainer: pl.Trainer) -> None:
+        """``on_fit_start``: before_fit, then any callback state restored from a checkpoint."""
+        learn = self.learn
+        learn.trainer = trainer
+        learn.stage = "fit"
+        if trainer.max_epochs is not None and trainer.max_epochs > 0:
+            learn.n_epoch = int(trainer.max_epochs)
+        self.reset()
+        self.guard(lambda: self.open_level("fit"))
+        if self.pending_state is not None:
+            load_callback_states(learn.cbs, self.pending_state)
+            self.pending_state = None
+
+    def fit_end(self) -> None:
+        """``on_fit_end`` (and the end of a stand-alone validation): after_fit if fit is open."""
+        if self.is_open("fit"):
+            del self.open[1:]
+            self.guard(lambda: self.close_level("fit"))
+        self.reset()
+        learn = self.learn
+        learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
+        learn.loss_grad = None
+
+    def fit_exception(self, exc: BaseException) -> None:
+        """``on_exception``: Lightning skips on_fit_end, so after_fit runs from here."""
+        self.learn.exception = exc
+        try:
+            if self.is_open("fit"):
+                self.fit_end()
+        except BaseException as during:  # never mask the original error
+            exc.add_note(f"fastlight: after_fit also failed while handling it: {type(during).__name__}: {during}")
+        finally:
+            self.reset()
+
+    def train_epoch_start(self, trainer: pl.Trainer) -> None:
+        """``on_train_epoch_start``: before_epoch, before_train."""
+        if not self.is_open("fit"):
+            return
+        learn = self.learn
+        learn.epoch = trainer.current_epoch
+
+        def start() -> None:
+            self.open_level("epoch")
+            learn.dl = trainer.train_dataloader
+            learn.n_iter = _len(learn.dl)
+            self.open_level("train")
+
+        self.guard(start)
+
+    def validation_epoch_start(self, trainer: pl.Trainer) -> None:
+        """``on_validation_epoch_start``: after_train (in a fit), before_validate."""
+        if trainer.sanity_checking:
+            return
+        if trainer.state.fn == "fit":
+            self.guard(lambda: self.close_level("train"))
+        if not self.is_open("epoch"):
+            return
+        learn = self.learn
+
+        def start() -> None:
+            learn.dl = _first(trainer.val_dataloaders)
+            learn.n_iter = _len(learn.dl)
+            self.open_level("validate")
+
+        self.guard(start)
+
+    def validation_epoch_end(self, trainer: pl.Trainer) -> None:
+        """``on_validation_epoch_end``: after_validate."""
+        if not trainer.sanity_checking:
+            self.guard(lambda: self.close_level("validate"))
+
+    def train_epoch_end(self) -> None:
+        """``on_train_epoch_end``: after_train if no validation ran, then after_epoch."""
+        self.guard(lambda: self.close_level("train"))
+        self.guard(lambda: self.close_level("epoch"))
+
+    def validation_start(self, trainer: pl.Trainer, stage: str) -> None:
+        """``on_validation_start`` of ``trainer.validate``: before_fit, before_epoch (as fastai)."""
+        if trainer.state.fn == "fit" or trainer.sanity_checking:
+            return
+        learn = self.learn
+        learn.trainer = trainer
+        learn.stage = stage
+        learn.epoch = 0
+        self.reset()
+
+        def start() -> None:
+            self.open_level("fit")
+            self.open_level("epoch")
+
+        self.guard(start)
+
+    def validation_end(self, trainer: pl.Trainer) -> None:
+        """``on_validation_end`` of ``trainer.validate``: after_epoch, after_fit."""
+        if trainer.state.fn == "fit" or trainer.sanity_checking:
+            return
+        self.guard(lambda: self.close_level("epoch"))
+        self.fit_end()
+
+
+def _first(loaders: Any) -> Any:
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    return loaders
+
+
+def _len(dl: Any) -> int:
+    try:
+        return len(dl)
+    except TypeError:
+        return 0

@@ -16,7 +16,7 @@ from torchmetrics import Metric
 
 from .callback import camel2snake
 
-__all__ = ["AvgMetric", "AvgLoss", "as_metric", "metric_name", "find_bs"]
+__all__ = ["AvgLoss", "AvgMetric", "as_metric", "find_bs", "metric_name"]
 
 
 def find_bs(b: Sequence[Any] | Tensor) -> int:
@@ -137,6 +137,15 @@ def as_metric(metric: object, index: int = 0) -> Metric:
         raise TypeError(
             f"Learner: `metrics[{index}]` is the class {metric.__name__}, not an instance; "
             f"pass {metric.__name__}(...) with its arguments"
+        )
+    from .dialects import V1Metric, is_v1_metric
+
+    if is_v1_metric(metric):
+        return V1Metric(metric)  # type: ignore[no-any-return]
+    if isinstance(metric, type):
+        raise TypeError(
+            f"Learner: `metrics[{index}]` is the class {metric.__name__}; pass a torchmetrics Metric instance "
+            "or a function f(pred, *yb) -> tensor"
         )
     if callable(metric):
         return AvgMetric(metric)

@@ -29,7 +29,7 @@ from .exceptions import (
     CancelStepException,
 )
 from .loop import EventLoop
-from .state import CKPT_KEY, callback_states, load_callback_states
+from .state import CKPT_KEY, callback_states
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -74,7 +74,6 @@ class LearnerModule(pl.LightningModule):
         self._lopt: Any = None
         self._loss_set: Tensor | None = None
         self._loss_clone: Tensor | None = None
-        self._pending_state: dict[str, Any] | None = None
 
     def forward(self, *xb: Any) -> Any:
         return self.learn.model(*xb)
@@ -88,127 +87,47 @@ class LearnerModule(pl.LightningModule):
     def configure_callbacks(self) -> list[pl.Callback]:
         return [_ExceptionHook(self)]
 
-    def _fit_stage(self) -> bool:
-        return self.trainer.state.fn == "fit"
-
     def on_fit_start(self) -> None:
         learn = self.learn
-        learn.trainer = self.trainer
-        learn.stage = "fit"
         if learn.opt is None:
             learn.create_opt()
-        if self.trainer.max_epochs is not None and self.trainer.max_epochs > 0:
-            learn.n_epoch = int(self.trainer.max_epochs)
         lopts = self.optimizers()
         self._lopt = lopts[0] if isinstance(lopts, list) else lopts
-        self.loop.reset()
-        self.loop.guard(lambda: self.loop.open_level("fit"))
-        if self._pending_state is not None:
-            # Applied after before_fit, which resets callback state.
-            load_callback_states(learn.cbs, self._pending_state)
-            self._pending_state = None
+        self.loop.fit_start(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CKPT_KEY] = {"callbacks": callback_states(self.learn.cbs)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self._pending_state = checkpoint.get(CKPT_KEY, {}).get("callbacks")
+        self.loop.pending_state = checkpoint.get(CKPT_KEY, {}).get("callbacks")
 
     def on_fit_end(self) -> None:
-        self._end_fit()
-
-    def _end_fit(self) -> None:
-        loop = self.loop
-        if loop.is_open("fit"):
-            del loop.open[1:]
-            loop.guard(lambda: loop.close_level("fit"))
-        loop.reset()
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        learn = self.learn
-        learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
-        learn.loss_grad = None
+        self.loop.fit_end()
 
     def _on_fit_exception(self, exc: BaseException) -> None:
-        learn = self.learn
-        learn.exception = exc
-        try:
-            if self.loop.is_open("fit"):
-                self._end_fit()
-        except BaseException as during:  # never mask the original error
-            exc.add_note(f"fastlight: after_fit also failed while handling it: {type(during).__name__}: {during}")
-        finally:
-            self.loop.reset()
+        self.loop.fit_exception(exc)
 
-    # -- epochs ---------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        loop = self.loop
-        if not loop.is_open("fit"):
-            return
-        learn = self.learn
-        learn.epoch = self.trainer.current_epoch
-
-        def start() -> None:
-            loop.open_level("epoch")
-            learn.dl = self.trainer.train_dataloader
-            learn.n_iter = _len(learn.dl)
-            loop.open_level("train")
-
-        loop.guard(start)
+        self.loop.train_epoch_start(self.trainer)
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
         # -1 makes Lightning skip the rest of the epoch *and* its validation.
         return None if self.loop.is_open("epoch") else -1
 
     def on_validation_epoch_start(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        loop = self.loop
-        learn = self.learn
-        if self._fit_stage():
-            loop.guard(lambda: loop.close_level("train"))
-        if not loop.is_open("epoch"):
-            return
-
-        def start() -> None:
-            learn.dl = _first(self.trainer.val_dataloaders)
-            learn.n_iter = _len(learn.dl)
-            loop.open_level("validate")
-
-        loop.guard(start)
+        self.loop.validation_epoch_start(self.trainer)
 
     def on_validation_epoch_end(self) -> None:
-        if self.trainer.sanity_checking:
-            return
-        self.loop.guard(lambda: self.loop.close_level("validate"))
+        self.loop.validation_epoch_end(self.trainer)
 
     def on_train_epoch_end(self) -> None:
-        loop = self.loop
-        loop.guard(lambda: loop.close_level("train"))
-        loop.guard(lambda: loop.close_level("epoch"))
+        self.loop.train_epoch_end()
 
-    # Stand-alone validation (learn.validate / get_preds): fastai wraps it in fit/epoch events.
     def on_validation_start(self) -> None:
-        if self._fit_stage() or self.trainer.sanity_checking:
-            return
-        learn = self.learn
-        learn.trainer = self.trainer
-        learn.epoch = 0
-        self.loop.reset()
-
-        def start() -> None:
-            self.loop.open_level("fit")
-            self.loop.open_level("epoch")
-
-        self.loop.guard(start)
+        self.loop.validation_start(self.trainer, self.learn.stage or "validate")
 
     def on_validation_end(self) -> None:
-        if self._fit_stage() or self.trainer.sanity_checking:
-            return
-        loop = self.loop
-        loop.guard(lambda: loop.close_level("epoch"))
-        self._end_fit()
+        self.loop.validation_end(self.trainer)
 
     # -- batches ----------------------------------------------------------------------------
     def _split(self, batch: Any) -> None:
@@ -322,16 +241,3 @@ class LearnerModule(pl.LightningModule):
             cbs("after_batch")
         except CancelException as exc:
             loop.cancel(exc)
-
-
-def _first(loaders: Any) -> Any:
-    if isinstance(loaders, (list, tuple)):
-        return loaders[0] if loaders else None
-    return loaders
-
-
-def _len(dl: Any) -> int:
-    try:
-        return len(dl)
-    except TypeError:
-        return 0

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Adam", "SGD", "OptFunc", "set_hyper", "get_hypers", "param_groups", "NO_WD"]
+__all__ = ["NO_WD", "SGD", "Adam", "OptFunc", "get_hypers", "param_groups", "set_hyper"]
 
 #: ``opt_func(params, lr=...) -> torch.optim.Optimizer``; params may be param-group dicts.
 OptFunc = Callable[..., torch.optim.Optimizer]

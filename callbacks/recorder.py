@@ -119,7 +119,8 @@ class Recorder(Callback):
             loss = learn.loss.detach().mean()
             self._pending.append(loss)
             self._count += 1
-            val = loss.float() if self._dev_val is None else torch.lerp(loss.float(), self._dev_val, self.beta)
+            prev = self._dev_val if self._dev_val is not None else torch.zeros_like(loss, dtype=torch.float32)
+            val = torch.lerp(loss.float(), prev, self.beta)
             self._dev_val = val
             learn.smooth_loss = val / (1 - self.beta**self._count)
             self.lrs.append(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
@@ -161,6 +162,7 @@ class Recorder(Callback):
         values = [self._valid_loss.compute()]
         values += [m.compute() for m in learn.metrics]
         self._valid = [float(v) for v in values]
+        learn.last_metrics = list(self._valid)
 
     def after_epoch(self) -> None:
         learn = self.learn

@@ -1,0 +1,286 @@
+"""``CallbackHost``: the loop state callbacks read and write, and the callbacks themselves.
+
+Both hosts of fastai-style callbacks build on it: :class:`~bridge.Learner` (which owns
+the data, model and Trainer) and :class:`~bridge.LightningAdapter` (which drives
+callbacks on a user's own LightningModule). Attribute names are fastai's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
+from .callback import Callback, callback_name
+from .dialects import RunnerView, V1Flags, wrap_callback
+from .distributed import is_global_zero
+from .handler import CallbackHandler
+
+__all__ = ["CallbackHost"]
+
+
+class CallbackHost:
+    """Loop state with fastai names plus callback management (add, remove, aliases, dialects).
+
+    State: ``model, opt, loss_func, xb, yb, pred, loss, loss_grad, epoch, n_epoch, iter,
+    n_iter, train_iter, pct_train, training, dl, smooth_loss, metrics, trainer, module,
+    stage`` ("fit", "validate", "predict" or None), ``final_record``, ``exception``.
+
+    Example:
+        >>> host = CallbackHost()
+        >>> host.epoch, host.training, host.cbs
+        (0, False, [])
+    """
+
+    def __init__(self) -> None:
+        self.model: Any = None
+        self.loss_func: Any = None
+        self.metrics: list[Any] = []
+        self.opt: torch.optim.Optimizer | None = None
+        self.trainer: pl.Trainer | None = None
+        self.module: pl.LightningModule | None = None
+        self.dls: Any = None
+        self.stage: str | None = None
+        self.xb: tuple[Any, ...] = (None,)
+        self.yb: tuple[Any, ...] = (None,)
+        self.pred: Any = None
+        self.loss: Any = None
+        self.loss_grad: Any = None
+        self.smooth_loss: Tensor = torch.tensor(0.0)
+        self.epoch, self.n_epoch, self.iter, self.n_iter = 0, 1, 0, 0
+        self.train_iter, self.pct_train = 0, 0.0
+        self.training = False
+        self.dl: Any = None
+        self.exception: BaseException | None = None
+        self.final_record: list[float] | None = None
+        self.last_metrics: list[float] | None = None
+        self._n_inp = 1
+        self.cb_handler = CallbackHandler(training=lambda: self.training)
+        self._aliases: dict[str, Any] = {}
+        self._handles: dict[int, Any] = {}
+        self._pl_cbs: list[pl.Callback] = []
+        self._view: RunnerView | None = None
+        self._flags: V1Flags | None = None
+
+    # -- dialect support ---------------------------------------------------------------------------
+    def _runner_view(self) -> RunnerView:
+        if self._view is None:
+            self._view = RunnerView(self)
+        return self._view
+
+    def _v1_flags(self) -> V1Flags:
+        if self._flags is None:
+            self._flags = V1Flags(self)
+            self.cb_handler.add(self._flags)
+        return self._flags
+
+    @property
+    def x(self) -> Any:
+        """The input, de-tupled when the batch has one input (fastai v2 ``learn.x``)."""
+        return self.xb[0] if len(self.xb) == 1 else self.xb
+
+    @property
+    def y(self) -> Any:
+        """The target, de-tupled when the batch has one target (fastai v2 ``learn.y``)."""
+        return self.yb[0] if len(self.yb) == 1 else self.yb
+
+    @property
+    def cbs(self) -> list[Any]:
+        """The callbacks as the user gave them, sorted by ``order`` (internal helpers excluded)."""
+        return [getattr(h, "wrapped", h) for h in self.cb_handler.cbs if not isinstance(h, V1Flags)]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's parameters are."""
+        return next(self.model.parameters()).device
+
+    @property
+    def n_inp(self) -> int:
+        """How many leading batch elements are inputs."""
+        return self._n_inp
+
+    # -- callbacks -------------------------------------------------------------------------------
+    def add_cb(self, cb: Any) -> Self:
+        """Add one callback (an instance, or a class to instantiate) and expose it as ``learn.<name>``.
+
+        Callbacks of any dialect (fastai v2, course-v3, fastai v1, duck-typed) are accepted;
+        Lightning callbacks go to the Trainer.
+
+        Example:
+            >>> # learn.add_cb(SaveModelCallback()); learn.save_model
+        """
+        if isinstance(cb, type):
+            cb = cb()
+        if isinstance(cb, pl.Callback):
+            self._pl_cbs.append(cb)
+            return self
+        if self._translate_cb(cb):
+            return self
+        handle = wrap_callback(cb, self)
+        if handle is cb:
+            try:
+                cb.learn = self
+            except AttributeError as exc:
+                raise TypeError(f"add_cb: cannot set `learn` on {type(cb).__name__} ({exc})") from None
+        name = callback_name(cb) if handle is not cb or not isinstance(cb, Callback) else cb.name
+        owner = self._aliases.get(name)
+        if owner is None and hasattr(self, name):
+            warnings.warn(
+                f"add_cb: not exposing {type(cb).__name__} as `learn.{name}`: the Learner already has an "
+                f"attribute of that name",
+                stacklevel=2,
+            )
+        elif owner is None:
+            setattr(self, name, cb)
+            self._aliases[name] = cb
+        self._handles[id(cb)] = handle
+        self.cb_handler.add(handle)
+        return self
+
+    def _translate_cb(self, cb: Any) -> bool:
+        """Hook for callbacks that become something else (e.g. a Trainer setting); True if consumed."""
+        return False
+
+    def add_cbs(self, cbs: Iterable[Any] | Any | None) -> Self:
+        """Add several callbacks.
+
+        Example:
+            >>> # learn.add_cbs([Recorder(), MyCallback()])
+        """
+        if cbs is None:
+            return self
+        if not isinstance(cbs, (list, tuple)):
+            cbs = [cbs]
+        for cb in cbs:
+            self.add_cb(cb)
+        return self
+
+    def remove_cb(self, cb: Any) -> Self:
+        """Remove a callback (or every callback of a class), alias included if it owns it.
+
+        Example:
+            >>> # learn.remove_cb(learn.recorder)
+        """
+        if isinstance(cb, type):
+            for c in [c for c in self.cbs if isinstance(c, cb)]:
+                self.remove_cb(c)
+            return self
+        if isinstance(cb, pl.Callback):
+            self._pl_cbs = [c for c in self._pl_cbs if c is not cb]
+            return self
+        self.cb_handler.remove(self._handles.pop(id(cb), cb))
+        for name, owner in list(self._aliases.items()):
+            if owner is cb:
+                del self._aliases[name]
+                if self.__dict__.get(name) is cb:
+                    delattr(self, name)
+        return self
+
+    def remove_cbs(self, cbs: Iterable[Any]) -> Self:
+        """Remove several callbacks.
+
+        Example:
+            >>> # learn.remove_cbs([cb1, cb2])
+        """
+        for cb in list(cbs):
+            self.remove_cb(cb)
+        return self
+
+    @contextlib.contextmanager
+    def added_cbs(self, cbs: Iterable[Any] | Any | None) -> Iterator[Self]:
+        """Callbacks present only inside the ``with`` block.
+
+        Example:
+            >>> # with learn.added_cbs([MyCallback()]): learn.fit(1)
+        """
+        before = list(self.cbs) + list(self._pl_cbs)
+        self.add_cbs(cbs)
+        added = [c for c in list(self.cbs) + list(self._pl_cbs) if not any(c is b for b in before)]
+        try:
+            yield self
+        finally:
+            self.remove_cbs(added)
+
+    @contextlib.contextmanager
+    def removed_cbs(self, cbs: Iterable[Any]) -> Iterator[Self]:
+        """Callbacks absent inside the ``with`` block (put back afterwards).
+
+        Example:
+            >>> # with learn.removed_cbs([learn.recorder]): learn.fit(1)
+        """
+        cbs = list(cbs)
+        self.remove_cbs(cbs)
+        try:
+            yield self
+        finally:
+            self.add_cbs(cbs)
+
+    def show_training_loop(self) -> None:
+        """Print which callbacks run at each event, in loop order.
+
+        Example:
+            >>> # learn.show_training_loop()
+        """
+        print(self.cb_handler.show_training_loop())
+
+    # -- output helpers for callbacks --------------------------------------------------------------
+    def print(self, text: str) -> None:
+        """Print on global rank 0, above Lightning's progress bar when one is showing.
+
+        Example:
+            >>> # learn.print("epoch 1 done")
+        """
+        if not is_global_zero():
+            return
+        bar = getattr(self.trainer, "progress_bar_callback", None) if self.trainer is not None else None
+        if bar is not None and hasattr(bar, "print"):
+            bar.print(text)
+        else:
+            print(text, flush=True)
+
+    def log_step(self, values: dict[str, float], step: int) -> None:
+        """Send per-step values to every Lightning logger (they write on rank 0 only).
+
+        Example:
+            >>> # learn.log_step({"train_loss": 0.3}, step=learn.train_iter)
+        """
+        if self.trainer is None or getattr(self, "_no_logging", False):
+            return
+        for logger in self.trainer.loggers:
+            logger.log_metrics(values, step=step)
+
+    def log_epoch(self, values: dict[str, float], extra: dict[str, float] | None = None) -> None:
+        """Log epoch values with Lightning's ``self.log`` (loggers and ``callback_metrics``).
+
+        ``extra`` values reach ``trainer.callback_metrics`` (for monitoring callbacks) but
+        not the loggers.
+
+        Example:
+            >>> # learn.log_epoch({"valid_loss": 0.2, "accuracy": 0.9})
+        """
+        if self.trainer is None:
+            return
+        to_logger = bool(self.trainer.loggers) and not getattr(self, "_no_logging", False)
+        try:
+            for name, value in values.items():
+                self.module.log(  # type: ignore[union-attr]
+                    name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1
+                )
+            for name, value in (extra or {}).items():
+                self.module.log(  # type: ignore[union-attr]
+                    name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1
+                )
+        except Exception:  # outside a hook where Lightning allows self.log: write to the loggers directly
+            if to_logger:
+                self.log_step(dict(values), step=self.trainer.global_step)

@@ -1,0 +1,51 @@
+"""2 CPU processes (gloo): the full event sequence on both ranks, identical weights and history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_script
+
+SCRIPT = """
+import torch
+from bridge import Callback
+from bridge.events import EVENT_NAMES
+from tests.helpers import make_data, make_learner
+
+class Trace(Callback):
+    def __init__(self): self.events = []
+for e in EVENT_NAMES:
+    if e != "after_create":
+        setattr(Trace, e, (lambda e: lambda self: self.events.append(e))(e))
+
+trace = Trace()
+learn = make_learner(".", data=make_data(n=192, n_valid=64, bs=32), cbs=[trace], lr=1e-2)
+learn.fit(2, accelerator="cpu", devices=2, strategy="ddp")
+dump({
+    "events": trace.events,
+    "weights": torch.cat([p.detach().flatten() for p in learn.model.parameters()]).tolist(),
+    "values": learn.recorder.values,
+    "losses": learn.recorder.losses,
+    "world": learn.trainer.world_size,
+    "rank": learn.trainer.global_rank,
+})
+"""
+
+
+@pytest.mark.ddp
+def test_ddp_two_processes(tmp_path: Path) -> None:
+    results = run_script(SCRIPT, tmp_path)
+    assert [r["rank"] for r in results] == [0, 1] and all(r["world"] == 2 for r in results)
+    one_train = ["before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+                 "before_step", "after_step", "after_batch"]  # fmt: skip
+    one_valid = ["before_batch", "after_pred", "after_loss", "after_batch"]
+    # 192 train items / 2 ranks / bs 32 = 3 batches; 64 valid items / 2 ranks / bs 32 = 1 batch
+    epoch = ["before_epoch", "before_train", *one_train * 3, "after_train", "before_validate", *one_valid,
+             "after_validate", "after_epoch"]  # fmt: skip
+    for r in results:
+        assert r["events"] == ["before_fit", *epoch * 2, "after_fit"]
+    assert results[0]["weights"] == results[1]["weights"]
+    assert results[0]["values"] == results[1]["values"]
+    assert results[0]["losses"] == results[1]["losses"] and len(results[0]["losses"]) == 6
