@@ -315,7 +315,11 @@ class Variant:
     label: str
     prepare: Prepare
     needs: str | None = None  # a module/attribute that must import, else skipped with a note
-    samples: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    def samples(self, clock: str) -> list[float]:
+        return self.wall if clock == "wall" else self.cpu
 
 
 def variants(model: str) -> list[Variant]:
@@ -348,16 +352,23 @@ def variants(model: str) -> list[Variant]:
 
 
 def importable(what: str) -> str | None:
-    """None if ``what`` (``pkg.mod`` or ``pkg.Name``) imports, else the reason."""
+    """None if ``what`` (``pkg.mod`` or ``pkg.Name``) imports from this checkout, else the reason.
+
+    A module is only accepted from this repository: an editable install of another
+    checkout could otherwise fill in a module this one lacks.
+    """
     mod, _, attr = what.rpartition(".")
     try:
-        if attr and attr[0].isupper():
+        if attr[:1].isupper():
             m = __import__(mod, fromlist=[attr])
             getattr(m, attr)
         else:
-            __import__(what)
+            m = __import__(what, fromlist=["_"])
     except (ImportError, AttributeError) as exc:
         return f"{type(exc).__name__}: {exc}"
+    file = getattr(m, "__file__", None) or ""
+    if not Path(file).resolve().is_relative_to(REPO):
+        return f"{m.__name__} comes from {file}, not from this checkout"
     return None
 
 
@@ -367,19 +378,20 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(s: Setup, v: Variant, dl: Any) -> float:
+def timed(s: Setup, v: Variant, dl: Any) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one fit."""
     run = v.prepare(s, dl)
     gc.collect()
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         _sync(s.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         run()
         _sync(s.device)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
 
-def measure(s: Setup, vs: list[Variant], repeats: int, log: Callable[[str], None]) -> None:
+def measure(s: Setup, vs: list[Variant], repeats: int, log: Callable[[str], None], clock: str = "wall") -> None:
     for v in vs:  # warm-up: imports, allocator, Lightning's first-fit costs
         timed(s, v, s.short_dl)
         timed(s, v, s.short_dl)
@@ -393,15 +405,26 @@ def measure(s: Setup, vs: list[Variant], repeats: int, log: Callable[[str], None
                 t_short, t_long = timed(s, v, s.short_dl), timed(s, v, s.long_dl)
             else:
                 t_long, t_short = timed(s, v, s.long_dl), timed(s, v, s.short_dl)
-            v.samples.append((t_long - t_short) / span)
-        log(f"  [{s.name}] repeat {r + 1}/{repeats}: " + "  ".join(f"{v.key}={v.samples[-1] * 1e3:.3f}" for v in vs))
+            v.wall.append((t_long[0] - t_short[0]) / span)
+            v.cpu.append((t_long[1] - t_short[1]) / span)
+        log(
+            f"  [{s.name}] repeat {r + 1}/{repeats} ({clock} ms/batch): "
+            + "  ".join(f"{v.key}={v.samples(clock)[-1] * 1e3:.3f}" for v in vs)
+        )
 
 
 RATIOS = (("d", "b"), ("d'", "b"), ("d", "a"), ("d'", "a"), ("e", "d"), ("f1", "d"), ("f3", "d"), ("g", "b"))
 
 
-def summarize(s: Setup, vs: list[Variant]) -> dict[str, Any]:
-    by = {v.key: v for v in vs if v.samples}
+def _stats(samples: list[float]) -> dict[str, Any]:
+    ms = [x * 1e3 for x in samples]
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "samples_ms": ms}
+
+
+def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any]:
+    """Stats of ``clock`` (the one the ratios and budget use); the other clock's under ``other_clock``."""
+    other = "cpu" if clock == "wall" else "wall"
+    by = {v.key: v for v in vs if v.wall}
     res: dict[str, Any] = {
         "config": {
             "sizes": list(s.sizes),
@@ -410,30 +433,35 @@ def summarize(s: Setup, vs: list[Variant]) -> dict[str, Any]:
             "n_short": s.n_short,
             "params": sum(p.numel() for p in make_model(s.sizes, torch.device("cpu")).parameters()),
         },
+        "clock": clock,
         "variants": {},
         "ratios": {},
         "paired_ratios": {},
+        "other_clock": {"clock": other, "variants": {}, "ratios": {}},
     }
     for k, v in by.items():
-        ms = [x * 1e3 for x in v.samples]
-        res["variants"][k] = {
-            "label": v.label,
-            "median_ms": statistics.median(ms),
-            "min_ms": min(ms),
-            "max_ms": max(ms),
-            "samples_ms": ms,
-        }
+        res["variants"][k] = {"label": v.label, **_stats(v.samples(clock))}
+        res["other_clock"]["variants"][k] = _stats(v.samples(other))
     for num, den in RATIOS:
         if num in by and den in by:
             name = f"{num}/{den}"
             res["ratios"][name] = res["variants"][num]["median_ms"] / res["variants"][den]["median_ms"]
-            pairs = [x / y for x, y in zip(by[num].samples, by[den].samples)]
+            pairs = [x / y for x, y in zip(by[num].samples(clock), by[den].samples(clock))]
             res["paired_ratios"][name] = statistics.median(pairs)
+            res["other_clock"]["ratios"][name] = (
+                res["other_clock"]["variants"][num]["median_ms"] / res["other_clock"]["variants"][den]["median_ms"]
+            )
     return res
 
 
 # -- lr_find --------------------------------------------------------------------------------------------------
-def bench_lr_find(s: Setup, repeats: int, num_it: int, log: Callable[[str], None]) -> dict[str, Any]:
+def _now(clock: str) -> float:
+    return time.perf_counter() if clock == "wall" else time.process_time()
+
+
+def bench_lr_find(
+    s: Setup, repeats: int, num_it: int, log: Callable[[str], None], clock: str = "wall"
+) -> dict[str, Any]:
     from lightning.pytorch.tuner import Tuner
 
     def learner_run() -> float:
@@ -441,9 +469,9 @@ def bench_lr_find(s: Setup, repeats: int, num_it: int, log: Callable[[str], None
         gc.collect()
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            t0 = time.perf_counter()
+            t0 = _now(clock)
             learn.lr_find(num_it=num_it, stop_div=False, show_plot=False)
-            return time.perf_counter() - t0
+            return _now(clock) - t0
 
     def tuner_run() -> float:
         module = PlainModule(make_model(s.sizes, s.device))
@@ -451,7 +479,7 @@ def bench_lr_find(s: Setup, repeats: int, num_it: int, log: Callable[[str], None
         gc.collect()
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            t0 = time.perf_counter()
+            t0 = _now(clock)
             Tuner(trainer).lr_find(
                 module,
                 train_dataloaders=s.long_dl,
@@ -461,7 +489,7 @@ def bench_lr_find(s: Setup, repeats: int, num_it: int, log: Callable[[str], None
                 early_stop_threshold=None,
                 update_attr=False,
             )
-            return time.perf_counter() - t0
+            return _now(clock) - t0
 
     try:
         learner_run()
@@ -480,6 +508,7 @@ def bench_lr_find(s: Setup, repeats: int, num_it: int, log: Callable[[str], None
         log(f"  [lr_find] repeat {r + 1}/{repeats}: learner={learn_t[-1]:.3f}s tuner={tune_t[-1]:.3f}s")
     lm, tm = statistics.median(learn_t), statistics.median(tune_t)
     return {
+        "clock": clock,
         "num_it": num_it,
         "learner_s": {"median": lm, "min": min(learn_t), "max": max(learn_t), "samples": learn_t},
         "tuner_s": {"median": tm, "min": min(tune_t), "max": max(tune_t), "samples": tune_t},
@@ -513,18 +542,20 @@ def table(results: dict[str, Any]) -> str:
             continue
         cfg = res["config"]
         sizes = "->".join(map(str, cfg["sizes"]))
-        lines.append(
-            f"\n{model}: MLP {sizes}, batch {cfg['bs']}, per-batch = (T[{cfg['n_long']}] - T[{cfg['n_short']}])"
-            f" / {cfg['n_long'] - cfg['n_short']}"
-        )
+        other = res["other_clock"]
+        span = f"(T[{cfg['n_long']}] - T[{cfg['n_short']}]) / {cfg['n_long'] - cfg['n_short']}"
+        lines.append(f"\n{model}: MLP {sizes}, batch {cfg['bs']}; ms per batch = {span}, {res['clock']} time")
         b = res["variants"].get("b", {}).get("median_ms")
-        lines.append(f"| {'variant':<4} | {'what':<50} | {'median ms':>9} | {'min':>7} | {'max':>7} | {'/ (b)':>6} |")
-        lines.append(f"|{'-' * 6}|{'-' * 52}|{'-' * 11}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+        lines.append(
+            f"| {'var':<4} | {'what':<50} | {'median':>7} | {'min':>7} | {'max':>7} | {'/ (b)':>5} "
+            f"| {other['clock'] + ' median':>11} |"
+        )
+        lines.append(f"|{'-' * 6}|{'-' * 52}|{'-' * 9}|{'-' * 9}|{'-' * 9}|{'-' * 7}|{'-' * 13}|")
         for k, v in res["variants"].items():
             rel = f"{v['median_ms'] / b:.2f}" if b else "-"
             lines.append(
-                f"| {k:<4} | {v['label']:<50} | {v['median_ms']:9.3f} | {v['min_ms']:7.3f} "
-                f"| {v['max_ms']:7.3f} | {rel:>6} |"
+                f"| {k:<4} | {v['label']:<50} | {v['median_ms']:7.3f} | {v['min_ms']:7.3f} "
+                f"| {v['max_ms']:7.3f} | {rel:>5} | {other['variants'][k]['median_ms']:11.3f} |"
             )
         lines.append(
             "ratios (of medians; paired median in brackets): "
@@ -556,6 +587,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per variant (>= 5 for the budget)")
     p.add_argument("--only", choices=("small", "compute", "lr_find"), action="append", help="run only these parts")
     p.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"), help="where every variant runs")
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="what the ratios and budget use: wall time, or this process's CPU time (steadier on a shared "
+        "machine; both are stored)",
+    )
     p.add_argument("--batches", type=int, nargs=2, metavar=("N", "n"), help="small-model N and n (smoke tests)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.accelerator == "cuda" else "cpu")
@@ -578,6 +616,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(),
             "device": str(device),
             "repeats": args.repeats,
+            "clock": args.clock,
             "method": "per-batch = (T(fit over n_long batches) - T(fit over n_short batches)) / (n_long - n_short); "
             "median over interleaved repeats after warm-up",
             "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -606,11 +645,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     continue
                 vs.append(v)
             log(f"{model}: {len(vs)} variants x {args.repeats} repeats")
-            measure(s, vs, args.repeats, log)
-            results[model] = summarize(s, vs)
+            measure(s, vs, args.repeats, log, args.clock)
+            results[model] = summarize(s, vs, args.clock)
         if "lr_find" in parts:
             s = Setup("lr_find", (64, 64, 10), 64, 120, 10, device, args.accelerator, Path(tmp))
-            results["lr_find"] = bench_lr_find(s, args.repeats, 100, log)
+            results["lr_find"] = bench_lr_find(s, args.repeats, 100, log, args.clock)
             if "skipped" in results["lr_find"]:
                 results["skipped"].append("lr_find: " + results["lr_find"]["skipped"])
                 log("note: lr_find " + results["lr_find"]["skipped"])
