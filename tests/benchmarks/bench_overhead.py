@@ -27,7 +27,9 @@ reversed between repeats, long/short order alternated) and the median over repea
 reported with min and max. Lightning runs validation-free (``limit_val_batches=0``);
 the Learner (which needs a validation loader) gets a one-batch validation set, a fixed
 cost that cancels in the difference. Ratios are of medians; ``paired`` ratios (median of
-per-repeat ratios) are also stored, as they are steadier on a loaded machine.
+per-repeat ratios) and ratios of minima are also stored, as they are steadier on a loaded
+machine. Wall and process CPU time are both recorded; ``--clock`` picks the one the ratios
+and the budget use (wall by default; ``cpu`` on a machine shared with other jobs).
 
 The JSON written by ``--out`` holds per-variant medians/min/max (ms per batch), the ratios
 (d)/(b), (d)/(a), (e)/(d), (f)/(d), (g)/(b), Learner.lr_find against Lightning's
@@ -437,6 +439,7 @@ def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any
         "variants": {},
         "ratios": {},
         "paired_ratios": {},
+        "min_ratios": {},
         "other_clock": {"clock": other, "variants": {}, "ratios": {}},
     }
     for k, v in by.items():
@@ -448,6 +451,7 @@ def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any
             res["ratios"][name] = res["variants"][num]["median_ms"] / res["variants"][den]["median_ms"]
             pairs = [x / y for x, y in zip(by[num].samples(clock), by[den].samples(clock))]
             res["paired_ratios"][name] = statistics.median(pairs)
+            res["min_ratios"][name] = res["variants"][num]["min_ms"] / res["variants"][den]["min_ms"]
             res["other_clock"]["ratios"][name] = (
                 res["other_clock"]["variants"][num]["median_ms"] / res["other_clock"]["variants"][den]["median_ms"]
             )
