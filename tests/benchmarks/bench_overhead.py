@@ -495,10 +495,15 @@ def bench_lr_find(
             )
             return _now(clock) - t0
 
+    why = importable("callbacks.lr_finder")
+    if why is not None:
+        return {"skipped": f"Learner.lr_find not available ({why})"}
     try:
         learner_run()
     except ImportError as exc:
         return {"skipped": f"Learner.lr_find not available ({type(exc).__name__}: {exc})"}
+    except Exception as exc:  # keep the rest of the run's results
+        return {"skipped": f"Learner.lr_find failed ({type(exc).__name__}: {exc})"}
     tuner_run()
     learn_t: list[float] = []
     tune_t: list[float] = []
