@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, TensorDataset
 
-__all__ = ["DataBunch", "unrepeated"]
+__all__ = ["DataBunch", "forward_exception", "unrepeated"]
 
 
 def _check_loader(arg: str, dl: object, required: bool = True) -> DataLoader[Any] | None:
@@ -182,6 +182,12 @@ class DataBunch(pl.LightningDataModule):
         return next(iter(self.train_dl))
 
     # LightningDataModule -------------------------------------------------------------
+    #: ``on_exception`` below tells a LearnerModule being fitted on this data (after_fit runs).
+    forwards_exceptions_to_learner = True
+
+    def on_exception(self, exception: BaseException) -> None:
+        forward_exception(self, exception)
+
     def train_dataloader(self) -> DataLoader[Any]:
         return self.train_dl
 
@@ -228,3 +234,18 @@ def unrepeated(dl: DataLoader[Any], trainer: Any) -> DataLoader[Any]:
         drop_last=False,
         persistent_workers=dl.persistent_workers,
     )
+
+
+def forward_exception(datamodule: pl.LightningDataModule, exception: BaseException) -> None:
+    """Lightning's failure hook of a data module: run after_fit of the LearnerModule being fitted.
+
+    Replaces a per-fit Lightning callback whose hooks would cost something on every batch.
+
+    Example:
+        >>> # called by Lightning as datamodule.on_exception(exc)
+    """
+    trainer = getattr(datamodule, "trainer", None)
+    module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+    handler = getattr(module, "_on_fit_exception", None)
+    if callable(handler):
+        handler(exception)

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from .callback import Callback
-from .data import DataBunch, unrepeated
+from .data import DataBunch, forward_exception, unrepeated
 from .distributed import atomic_save
 from .host import CallbackHost
 from .metrics import as_metric, metric_name
@@ -632,8 +632,13 @@ class _EvalData(pl.LightningDataModule):
         super().__init__()
         self.dl = dl
 
+    forwards_exceptions_to_learner = True
+
     def val_dataloader(self) -> Any:
         return unrepeated(self.dl, getattr(self, "trainer", None))
+
+    def on_exception(self, exception: BaseException) -> None:
+        forward_exception(self, exception)
 
 
 @contextlib.contextmanager

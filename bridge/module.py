@@ -49,6 +49,8 @@ class _ExceptionHook(pl.Callback):
 
     def __init__(self, module: LearnerModule) -> None:
         self.module = module
+        # Lightning reads state_key on every hook call: build it once.
+        self._state_key = f"{type(self).__qualname__}[{id(module)}]"
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.module._on_fit_exception(exception)
@@ -56,7 +58,17 @@ class _ExceptionHook(pl.Callback):
     # Lightning keeps one callback per type from configure_callbacks; state is per learner.
     @property
     def state_key(self) -> str:
-        return f"{type(self).__qualname__}[{id(self.module)}]"
+        return self._state_key
+
+
+class _LossRefs:
+    """The tensors a batch set as ``loss_grad`` / ``loss``, kept off ``nn.Module.__setattr__``."""
+
+    __slots__ = ("clone", "set")
+
+    def __init__(self) -> None:
+        self.set: Tensor | None = None
+        self.clone: Tensor | None = None
 
 
 class LearnerModule(pl.LightningModule):
@@ -81,8 +93,9 @@ class LearnerModule(pl.LightningModule):
         self.loop.on_cancelled = self._cancelled
         self._lopt: Any = None
         self._world = 1
-        self._loss_set: Tensor | None = None
-        self._loss_clone: Tensor | None = None
+        # Written twice per batch: a plain object, not nn.Module attributes (each
+        # nn.Module.__setattr__ runs isinstance checks against parameters, modules, buffers).
+        self._refs = _LossRefs()
 
     def forward(self, *xb: Any) -> Any:
         return self.learn.model(*xb)
@@ -94,6 +107,11 @@ class LearnerModule(pl.LightningModule):
         return self.learn.opt
 
     def configure_callbacks(self) -> list[pl.Callback]:
+        # A Lightning callback costs a few hook dispatches per batch; the Learner's data
+        # modules forward on_exception themselves, so the hook is only for other loaders.
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if getattr(datamodule, "forwards_exceptions_to_learner", False):
+            return []
         return [_ExceptionHook(self)]
 
     def on_fit_start(self) -> None:
@@ -177,8 +195,8 @@ class LearnerModule(pl.LightningModule):
             learn.pred = learn.model(*learn.xb)
             cbs("after_pred")
             if learn.yb:
-                self._loss_set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
-                self._loss_clone = learn.loss = learn.loss_grad.clone()
+                self._refs.set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
+                self._refs.clone = learn.loss = learn.loss_grad.clone()
             cbs("after_loss")
             if learn.yb:
                 self._backward(learn, cbs)
@@ -199,7 +217,8 @@ class LearnerModule(pl.LightningModule):
     def _backward_target(self, learn: Learner) -> Any:
         target = learn.loss_grad
         # Callbacks written for fastai < 2.5 rebind `loss` only: that is what backward uses.
-        if target is self._loss_set and learn.loss is not self._loss_clone:
+        refs = self._refs
+        if target is refs.set and learn.loss is not refs.clone:
             target = learn.loss
         return target
 
@@ -254,8 +273,8 @@ class LearnerModule(pl.LightningModule):
                 learn.pred = learn.model(*learn.xb)
                 cbs("after_pred")
                 if learn.yb:
-                    self._loss_set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
-                    self._loss_clone = learn.loss = learn.loss_grad.clone()
+                    self._refs.set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
+                    self._refs.clone = learn.loss = learn.loss_grad.clone()
                 cbs("after_loss")
                 loop.open_level("backward")
 

@@ -120,13 +120,22 @@ class Recorder(Callback):
         if not learn.yb or learn.loss is None:
             return
         if learn.training:
-            loss = learn.loss.detach().mean()
+            # Two device ops a batch: the EMA in place (this tensor is the Recorder's own) and
+            # the debiased value callbacks read; mean()/float() only when they change something.
+            loss = learn.loss.detach()
+            if loss.ndim:
+                loss = loss.mean()
+            if loss.dtype != torch.float32:
+                loss = loss.float()
             self._pending.append(loss)
-            self._count += 1
-            prev = self._dev_val if self._dev_val is not None else torch.zeros_like(loss, dtype=torch.float32)
-            val = torch.lerp(loss.float(), prev, self.beta)
-            self._dev_val = val
-            learn.smooth_loss = val / (1 - self.beta**self._count)
+            state = self.__dict__  # plain writes: Callback.__setattr__ checks the learner each time
+            count = state["_count"] = self._count + 1
+            val = self._dev_val
+            if val is None:
+                state["_dev_val"] = val = loss * (1 - self.beta)
+            else:
+                val.lerp_(loss, 1 - self.beta)
+            learn.smooth_loss = val * (1 / (1 - self.beta**count))
             self.lrs.append(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
             if self._flush_per_batch and len(self._pending) >= self._every:
                 self._flush()
@@ -149,7 +158,7 @@ class Recorder(Callback):
             self._host_count += 1
             self._host_val = beta * self._host_val + (1 - beta) * v
             self.losses.append(self._host_val / (1 - beta**self._host_count))
-            if self._host_count % every == 0 or self._host_count == 1:
+            if self._host_count % every == 0:
                 i = min(self._host_count, len(self.lrs)) - 1
                 lr = float(self.lrs[i]) if i >= 0 else math.nan
                 learn.log_step({"train_loss": self.losses[-1], "lr": lr}, step=self._host_count)
