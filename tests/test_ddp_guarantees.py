@@ -206,7 +206,7 @@ if __name__ == "__main__":
         "values": values,
         "lr_find_losses": len(learn.recorder.losses),
         "best_equal": all(torch.equal(best[k], v) for k, v in learn.model.state_dict().items()),
-        "best_epoch_value": min(v[1] for v in learn.recorder.values),
+        "best_epoch_value": min(v[1] for v in values),
         "save_best": save_best,
         "valley": suggestion.valley if suggestion is not None else None,
     }, rank=0)
