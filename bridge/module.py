@@ -93,6 +93,8 @@ class LearnerModule(pl.LightningModule):
         self.loop.on_cancelled = self._cancelled
         self._lopt: Any = None
         self._world = 1
+        self._scaler: Any = None
+        self._last_scale = 0.0
         # Written twice per batch: a plain object, not nn.Module attributes (each
         # nn.Module.__setattr__ runs isinstance checks against parameters, modules, buffers).
         self._refs = _LossRefs()
@@ -121,6 +123,9 @@ class LearnerModule(pl.LightningModule):
         lopts = self.optimizers()
         self._lopt = lopts[0] if isinstance(lopts, list) else lopts
         self._world = self.trainer.world_size
+        plugin = self.trainer.precision_plugin
+        self._scaler = getattr(plugin, "scaler", None) if isinstance(plugin, MixedPrecision) else None
+        self._last_scale = self._scaler.get_scale() if self._scaler is not None else 0.0
         self.loop.fit_start(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -237,9 +242,25 @@ class LearnerModule(pl.LightningModule):
             except BaseException:
                 self._restore_scaler()
                 raise
+            if self._scaler_skipped():
+                cbs("after_cancel_step")
         except CancelStepException:
             cbs("after_cancel_step")
         cbs("after_step")
+
+    def _scaler_skipped(self) -> bool:
+        """True if the fp16 GradScaler just skipped the step (inf/nan grads), as fastai reports it.
+
+        The scaler lowers its scale when it skips; reading the scale is one device sync a
+        batch, paid only with an fp16 scaler (fastai's fp16 callback pays it too).
+        """
+        scaler = self._scaler
+        if scaler is None:
+            return False
+        scale = scaler.get_scale()
+        skipped = scale < self._last_scale
+        self._last_scale = scale
+        return skipped
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         loop = self.loop
@@ -290,6 +311,8 @@ class LearnerModule(pl.LightningModule):
             try:
                 self._lopt.step()  # before_step and the agreement run in on_before_optimizer_step
                 stepped = True
+                if self._scaler_skipped():  # inf grads are all-reduced: every rank skips alike
+                    loop.fire("after_cancel_step")
             except _StepAborted:
                 self._restore_scaler()
             except BaseException:

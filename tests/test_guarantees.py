@@ -152,3 +152,30 @@ def test_error_in_after_fit_does_not_mask_the_original(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="first") as info:
         learn.fit(1)
     assert any("after_fit also failed" in n and "second" in n for n in info.value.__notes__)
+
+
+def test_scaler_skipped_step_fires_after_cancel_step(tmp_path: Path) -> None:
+    """fp16: a step the GradScaler skips (inf grads) is reported as cancelled, as fastai does."""
+
+    class InfOnce(Callback):
+        def __init__(self) -> None:
+            self.events: list[str] = []
+
+        def after_loss(self) -> None:
+            if self.train_iter == 2:
+                self.learn.loss_grad = self.loss_grad * float("inf")
+
+        def before_step(self) -> None:
+            self.before = [p.detach().clone() for p in self.learn.model.parameters()]
+
+        def after_cancel_step(self) -> None:
+            self.events.append(f"cancel@{self.train_iter}")
+            assert all(torch.equal(a, b) for a, b in zip(self.before, self.learn.model.parameters(), strict=True))
+
+        def after_step(self) -> None:
+            self.events.append(f"step@{self.train_iter}")
+
+    cb = InfOnce()
+    learn = make_learner(tmp_path, cbs=[cb], **_fp16_opts())
+    learn.fit(1)
+    assert cb.events == ["step@0", "step@1", "cancel@2", "step@2", "step@3", "step@4", "step@5"]
