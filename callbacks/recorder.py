@@ -218,8 +218,9 @@ class Recorder(Callback):
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
         self.learn.print("\n".join(lines))  # type: ignore[union-attr]
 
-    def plot_lr_find(self, skip_end: int = 5, return_fig: bool = True, suggestions: Any = None, nms: Any = None,
-                     **kwargs: Any) -> Any:
+    def plot_lr_find(
+        self, skip_end: int = 5, return_fig: bool = True, suggestions: Any = None, nms: Any = None, **kwargs: Any
+    ) -> Any:
         """fastai's lr-finder plot of this history; see :func:`callbacks.lr_finder.plot_lr_find`."""
         from .lr_finder import plot_lr_find
 

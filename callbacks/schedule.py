@@ -16,7 +16,7 @@ import torch
 
 from bridge.callback import Callback
 from bridge.freeze import expand_to_groups, lr_range
-from bridge.optim import _torch_key, set_hyper
+from bridge.optim import get_hypers, set_hyper
 
 if TYPE_CHECKING:
     from bridge.learner import Learner
@@ -205,28 +205,6 @@ def combined_cos(pct: float, start: Any, middle: Any, end: Any) -> Sched:
     return combine_scheds([pct, 1 - pct], [SchedCos(start, middle), SchedCos(middle, end)])
 
 
-def _hypers(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
-    """fastai-named hyper-parameters of each param group, skipping those a group lacks (SGD's ``eps``).
-
-    Example:
-        >>> from torch import nn
-        >>> _hypers(torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1))[0]["lr"]
-        0.1
-    """
-    out: list[dict[str, Any]] = []
-    for group in opt.param_groups:
-        h: dict[str, Any] = {}
-        for name in ("lr", "mom", "sqr_mom", "wd", "eps"):
-            try:
-                key, idx = _torch_key(group, name)
-            except KeyError:
-                continue
-            if key in group:
-                h[name] = group[key] if idx is None else group[key][idx]
-        out.append(h)
-    return out
-
-
 def _values(v: Any) -> Any:
     """A schedule's output as a float or a list of floats (numpy arrays and tensors included)."""
     if isinstance(v, torch.Tensor):
@@ -300,7 +278,7 @@ class ParamScheduler(Callback):
     def after_batch(self) -> None:
         learn = self.learn
         assert learn is not None and learn.opt is not None
-        last = _hypers(learn.opt)[-1]
+        last = get_hypers(learn.opt)[-1]
         for p in self.scheds:
             self.hps[p].append(float(last[p]) if p in last else float(learn.opt.param_groups[-1][p]))
 
@@ -352,7 +330,7 @@ def _set_lr(learn: Learner, lr: Any) -> np.ndarray:
     if isinstance(v, (list, tuple, np.ndarray)):
         v = expand_to_groups(learn, [float(x) for x in v])
     set_hyper(learn.opt, "lr", v)
-    return np.array([h["lr"] for h in _hypers(learn.opt)], dtype=np.float64)
+    return np.array([h["lr"] for h in get_hypers(learn.opt)], dtype=np.float64)
 
 
 def _with(sched: ParamScheduler, cbs: Iterable[Any] | Any | None) -> list[Any]:
@@ -394,7 +372,7 @@ def fit_one_cycle(
     lrs = _set_lr(learn, lr_max)
     scheds: dict[str, Any] = {"lr": combined_cos(pct_start, lrs / div, lrs, lrs / div_final)}
     assert learn.opt is not None
-    if "mom" in _hypers(learn.opt)[0]:
+    if "mom" in get_hypers(learn.opt)[0]:
         scheds["mom"] = combined_cos(pct_start, *moms)
     learn.fit(n_epoch, cbs=_with(ParamScheduler(scheds), cbs), reset_opt=reset_opt, wd=wd, **trainer_options)
 

@@ -269,7 +269,32 @@ class SaveModelCallback(TrackerCallback):
                 )
 
 
-class EarlyStoppingCallback(TrackerCallback):
+class _PatienceTracker(TrackerCallback):
+    """A tracker that counts epochs without improvement (``wait``); its state goes into checkpoints."""
+
+    wait: int = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """``best`` and ``wait`` for Lightning checkpoints.
+
+        Example:
+            >>> EarlyStoppingCallback().state_dict()
+            {'best': None, 'wait': 0}
+        """
+        return {**super().state_dict(), "wait": int(self.wait)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned.
+
+        Example:
+            >>> cb = ReduceLROnPlateau(); cb.load_state_dict({"best": 0.5, "wait": 1}); cb.wait
+            1
+        """
+        super().load_state_dict(state)
+        self.wait = int(state.get("wait", 0))
+
+
+class EarlyStoppingCallback(_PatienceTracker):
     """Stop training when ``monitor`` has not improved for ``patience`` epochs.
 
     fastai's ``EarlyStoppingCallback``: raises ``CancelFitException`` at ``after_epoch``,
@@ -314,27 +339,8 @@ class EarlyStoppingCallback(TrackerCallback):
             self.learn.print(f"No improvement since epoch {epoch - self.wait}: early stopping")  # type: ignore[union-attr]
             raise CancelFitException()
 
-    def state_dict(self) -> dict[str, Any]:
-        """``best`` and ``wait`` for Lightning checkpoints.
 
-        Example:
-            >>> EarlyStoppingCallback().state_dict()
-            {'best': None, 'wait': 0}
-        """
-        return {**super().state_dict(), "wait": int(self.wait)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned.
-
-        Example:
-            >>> cb = EarlyStoppingCallback(); cb.load_state_dict({"best": 0.5, "wait": 2}); cb.wait
-            2
-        """
-        super().load_state_dict(state)
-        self.wait = int(state.get("wait", 0))
-
-
-class ReduceLROnPlateau(TrackerCallback):
+class ReduceLROnPlateau(_PatienceTracker):
     """Divide the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
 
     fastai's ``ReduceLROnPlateau``: every param group's lr becomes
@@ -387,22 +393,3 @@ class ReduceLROnPlateau(TrackerCallback):
             new_lr = opt.param_groups[-1]["lr"]
             if new_lr < old_lr:
                 self.learn.print(f"Epoch {self.learn.epoch}: reducing lr to {float(new_lr)}")  # type: ignore[union-attr]
-
-    def state_dict(self) -> dict[str, Any]:
-        """``best`` and ``wait`` for Lightning checkpoints (the lr is in the optimizer's state).
-
-        Example:
-            >>> ReduceLROnPlateau().state_dict()
-            {'best': None, 'wait': 0}
-        """
-        return {**super().state_dict(), "wait": int(self.wait)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned.
-
-        Example:
-            >>> cb = ReduceLROnPlateau(); cb.load_state_dict({"best": 0.5, "wait": 1}); cb.wait
-            1
-        """
-        super().load_state_dict(state)
-        self.wait = int(state.get("wait", 0))

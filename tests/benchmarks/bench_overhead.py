@@ -199,7 +199,7 @@ class PlainModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        return F.cross_entropy(self.model(x), y)
+        return F.cross_entropy(self(x), y)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return adamw(self.parameters())
@@ -210,7 +210,7 @@ class LoggingModule(PlainModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self.model(x), y)
+        loss = F.cross_entropy(self(x), y)
         self.log("train_loss", loss)
         return loss
 
