@@ -41,7 +41,8 @@ def _note(exc: BaseException, cb: object, event: str) -> None:
     # Name the callback and the event once, on the innermost dispatch that saw the error.
     if getattr(exc, "_fastlight_noted", False):
         return
-    exc.add_note(f"fastlight: raised by callback {type(cb).__name__} in event `{event}`")
+    name = type(getattr(cb, "wrapped", cb)).__name__  # the user's class, not a dialect wrapper
+    exc.add_note(f"fastlight: raised by callback {name} in event `{event}`")
     try:
         exc._fastlight_noted = True  # type: ignore[attr-defined]
     except AttributeError:  # exceptions with __slots__
