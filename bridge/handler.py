@@ -98,6 +98,13 @@ class CallbackHandler:
             >>> h = CallbackHandler()
             >>> h.add(object())  # no events: allowed here, the Learner checks them
         """
+        for flag in ("run", "run_train", "run_valid"):
+            # Plain attributes on every callback: dispatch then reads them without getattr calls.
+            if inspect.getattr_static(cb, flag, None) is None:
+                try:
+                    setattr(cb, flag, True)
+                except AttributeError as exc:
+                    raise TypeError(f"CallbackHandler: cannot set `{flag}` on {type(cb).__name__} ({exc})") from None
         order = _order(cb)
         pos = len(self._cbs)
         for i, other in enumerate(self._cbs):
@@ -150,19 +157,25 @@ class CallbackHandler:
         table = self._table if self._table is not None else self._build()
         inner, entries = table[event]
         if entries:
-            training = self._training() if inner else True
-            for cb, meth in entries:
-                if not getattr(cb, "run", True):
-                    continue
-                if inner and not getattr(cb, "run_train" if training else "run_valid", True):
-                    continue
-                try:
-                    meth()
-                except CancelException:
-                    raise
-                except Exception as exc:
-                    _note(exc, cb, event)
-                    raise
+            cb: Any = None
+            try:
+                if not inner:
+                    for cb, meth in entries:
+                        if cb.run:
+                            meth()
+                elif self._training():
+                    for cb, meth in entries:
+                        if cb.run and cb.run_train:
+                            meth()
+                else:
+                    for cb, meth in entries:
+                        if cb.run and cb.run_valid:
+                            meth()
+            except CancelException:
+                raise
+            except Exception as exc:
+                _note(exc, cb, event)
+                raise
         if event == "after_fit":
             for cb in self._cbs:
                 if getattr(cb, "run", True) is False:
