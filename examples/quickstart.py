@@ -29,7 +29,7 @@ class StopAtAccuracy(Callback):
     def after_epoch(self) -> None:
         if self.learn.stage != "fit":  # learn.validate() fires after_epoch too, as in fastai
             return
-        train_loss, valid_loss, accuracy = self.learn.final_record
+        _train_loss, _valid_loss, accuracy = self.learn.final_record
         if accuracy >= self.target:
             print(f"accuracy {accuracy:.3f} >= {self.target} at epoch {self.epoch}: stopping")
             raise CancelFitException()

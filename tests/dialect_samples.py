@@ -165,7 +165,7 @@ def combine_scheds(pcts: list[float], scheds: list[Any]) -> Any:
     return _inner
 
 
-class LR_Find(Callback):  # noqa: N801 - the course's own name
+class LR_Find(Callback):
     _order = 1
 
     def __init__(self, max_iter: int = 100, min_lr: float = 1e-6, max_lr: float = 10) -> None:

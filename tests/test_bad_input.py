@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
-
-from bridge import DataBunch, Learner
 from torchmetrics.classification import MulticlassAccuracy
 
+from bridge import DataBunch, Learner
 from callbacks import Recorder
 from tests.helpers import make_data, make_learner, make_model
 
@@ -49,7 +48,12 @@ CASES: list[tuple[str, Any, type[Exception], str]] = [
     ("fit_float", lambda p: make_learner(p).fit(1.5), ValueError, "`n_epoch`.*1.5"),
     ("fit_lr", lambda p: make_learner(p).fit(1, lr=float("nan")), ValueError, "`lr`"),
     ("fit_unknown", lambda p: make_learner(p).fit(1, precison="bf16"), TypeError, "unknown keyword `precison`"),
-    ("opt_func_result", lambda p: make_learner(p, opt_func=lambda ps, lr: None).fit(1), TypeError, "opt_func.*NoneType"),
+    (
+        "opt_func_result",
+        lambda p: make_learner(p, opt_func=lambda ps, lr: None).fit(1),
+        TypeError,
+        "opt_func.*NoneType",
+    ),
     ("load_missing", lambda p: make_learner(p).load("nope"), FileNotFoundError, "nope.pth"),
 ]
 

@@ -100,7 +100,7 @@ def test_cancel_on_one_rank_takes_effect_on_all(tmp_path: Path) -> None:
         events: list[str] = []
         fired = [False]
 
-        def fire(loop: ReferenceLoop, e: str, exc=exc, ev=ev, epoch=epoch, phase=phase, it=it) -> None:  # noqa: ANN001
+        def fire(loop: ReferenceLoop, e: str, exc=exc, ev=ev, epoch=epoch, phase=phase, it=it) -> None:
             events.append(e)
             ph = "train" if loop.training else "valid"
             if not fired[0] and e == ev and loop.epoch == epoch and ph == phase and loop.iter == it:

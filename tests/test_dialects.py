@@ -254,7 +254,9 @@ def test_adapter_bad_arguments() -> None:
 
 
 def test_cos_reference() -> None:
-    assert s.sched_cos(1.0, 0.0)(0.5) == pytest.approx(0.5) and math.isclose(s.sched_cos(1.0, 0.0)(1.0), 0.0, abs_tol=1e-12)
+    assert s.sched_cos(1.0, 0.0)(0.5) == pytest.approx(0.5) and math.isclose(
+        s.sched_cos(1.0, 0.0)(1.0), 0.0, abs_tol=1e-12
+    )
 
 
 def test_mixup_through_the_adapter_changes_training(tmp_path: Path) -> None:

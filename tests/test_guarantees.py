@@ -11,7 +11,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 from torch.nn import functional as F
 
-from bridge import Callback, SGD
+from bridge import SGD, Callback
 from tests.helpers import make_data, make_learner, make_model
 
 PRECISIONS = {

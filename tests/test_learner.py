@@ -188,7 +188,9 @@ def test_default_tensorboard_logger(tmp_path: Path) -> None:
     valid = [e.value for e in acc.Scalars("valid_loss")]
     assert valid == pytest.approx([v[1] for v in learn.recorder.values], rel=1e-6)
     steps = [e.step for e in acc.Scalars("train_loss")]
-    assert [e.value for e in acc.Scalars("train_loss")] == pytest.approx([learn.recorder.losses[s - 1] for s in steps], rel=1e-6)
+    assert [e.value for e in acc.Scalars("train_loss")] == pytest.approx(
+        [learn.recorder.losses[s - 1] for s in steps], rel=1e-6
+    )
 
 
 def test_lightning_callbacks_in_cbs_go_to_the_trainer(tmp_path: Path) -> None:
