@@ -95,8 +95,9 @@ class CallbackHandler:
         """Insert ``cb`` after every callback whose order is <= its own.
 
         Example:
+            >>> class Quiet: ...
             >>> h = CallbackHandler()
-            >>> h.add(object())  # no events: allowed here, the Learner checks them
+            >>> h.add(Quiet())  # no events: allowed here, the Learner checks them
         """
         for flag in ("run", "run_train", "run_valid"):
             # Plain attributes on every callback: dispatch then reads them without getattr calls.
@@ -118,7 +119,8 @@ class CallbackHandler:
         """Remove ``cb`` (by identity); a callback that is not there is ignored.
 
         Example:
-            >>> h = CallbackHandler(); c = object(); h.add(c); h.remove(c); len(h)
+            >>> class Quiet: ...
+            >>> h = CallbackHandler(); c = Quiet(); h.add(c); h.remove(c); len(h)
             0
         """
         self._cbs = [c for c in self._cbs if c is not cb]
