@@ -49,12 +49,24 @@ def run_script(code: str, tmp_path: Path, timeout: float = 180, name: str = "scr
     """
     prelude = textwrap.dedent(
         """
-        import json, os, sys
+        import atexit, json, os, sys
+        import torch.distributed as _dist
+
+        def _close_group():
+            # Leave gloo's threads cleanly: without this a process may abort at exit
+            # ("terminate called without an active exception").
+            if _dist.is_available() and _dist.is_initialized():
+                _dist.destroy_process_group()
+
+        atexit.register(_close_group)
+
         def dump(obj, rank=None):
-            import torch.distributed as dist
-            r = rank if rank is not None else (dist.get_rank() if dist.is_available() and dist.is_initialized() else 0)
+            ready = _dist.is_available() and _dist.is_initialized()
+            r = rank if rank is not None else (_dist.get_rank() if ready else 0)
             with open(f"result_rank{r}.json", "w") as f:
                 json.dump(obj, f)
+            if ready and rank is None:
+                _dist.barrier()  # every rank's file is written before any rank exits
         """
     )
     script = tmp_path / name
