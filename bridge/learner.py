@@ -200,6 +200,24 @@ class Learner(CallbackHost):
         """fastai v1 name of ``dls``."""
         return self.dls
 
+    @contextlib.contextmanager
+    def no_bar(self) -> Iterator[Learner]:
+        """No progress bar for the fits inside the block (fastai's ``no_bar``).
+
+        Example:
+            >>> # with learn.no_bar(): learn.fit(1)
+        """
+        had = "enable_progress_bar" in self.trainer_options
+        old = self.trainer_options.get("enable_progress_bar")
+        self.trainer_options["enable_progress_bar"] = False
+        try:
+            yield self
+        finally:
+            if had:
+                self.trainer_options["enable_progress_bar"] = old
+            else:
+                del self.trainer_options["enable_progress_bar"]
+
     def _translate_cb(self, cb: Any) -> bool:
         # A ported fastai MixedPrecision callback becomes the Trainer's precision setting.
         from .precision import translate_precision_callback

@@ -231,6 +231,18 @@ class Recorder(Callback):
 
         return plot_lr_find(self, skip_end, return_fig, suggestions, nms, **kwargs)
 
+    def plot_loss(self, skip_start: int = 5, with_valid: bool = True, log: bool = False) -> Any:
+        """fastai's learning curve; see :func:`callbacks.plots.plot_loss`."""
+        from .plots import plot_loss
+
+        return plot_loss(self, skip_start, with_valid, log)
+
+    def plot_sched(self, keys: list[str] | None = None) -> Any:
+        """fastai's schedule plot; see :func:`callbacks.plots.plot_sched`."""
+        from .plots import plot_sched
+
+        return plot_sched(self, keys)
+
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """History and smoothing state, for Lightning checkpoints (plain floats and ints)."""
