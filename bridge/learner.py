@@ -244,12 +244,21 @@ class Learner(CallbackHost):
         return opt
 
     # -- training --------------------------------------------------------------------------------
-    def _make_trainer(self, overrides: dict[str, Any]) -> pl.Trainer:
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where each fit keeps its resumable Lightning checkpoint, ``last.ckpt``.
+
+        Example:
+            >>> # learn.checkpoint_dir / "last.ckpt"
+        """
+        return self.path / "checkpoints"
+
+    def _make_trainer(self, overrides: dict[str, Any], for_fit: bool = False) -> pl.Trainer:
         opts: dict[str, Any] = {
             "accelerator": "auto",
             "devices": 1,
             "num_sanity_val_steps": 0,
-            "enable_checkpointing": False,
+            "enable_checkpointing": for_fit,
             "enable_model_summary": False,
             "default_root_dir": str(self.path),
         }
@@ -264,6 +273,20 @@ class Learner(CallbackHost):
         has_ckpt = any(isinstance(c, ModelCheckpoint) for c in opts["callbacks"])
         if has_ckpt and "enable_checkpointing" not in {**self.trainer_options, **overrides}:
             opts["enable_checkpointing"] = True
+        elif for_fit and opts["enable_checkpointing"] and not has_ckpt and not _single_process(opts):
+            opts["enable_checkpointing"] = False  # not Lightning's default checkpoint either (see above)
+        elif for_fit and opts["enable_checkpointing"] and not has_ckpt:
+            # The resumable checkpoint of every fit (weights, optimizer, loops, callback
+            # state, RNG), rewritten at each epoch end: what `fit(..., resume=True)` reads.
+            opts["callbacks"].append(
+                ModelCheckpoint(
+                    dirpath=str(self.checkpoint_dir),
+                    filename="last",
+                    save_top_k=1,
+                    every_n_epochs=1,
+                    enable_version_counter=False,
+                )
+            )
         with _quiet():
             return pl.Trainer(**opts)
 
@@ -275,12 +298,17 @@ class Learner(CallbackHost):
         cbs: Iterable[Any] | Any | None = None,
         reset_opt: bool = False,
         ckpt_path: str | os.PathLike[str] | None = None,
+        resume: bool = False,
         **trainer_options: Any,
     ) -> None:
         """Train for ``n_epoch`` epochs at ``lr`` (default ``self.lr``), on a new ``lightning.Trainer``.
 
         ``cbs`` are added for this fit only. ``trainer_options`` override the Learner's
-        (e.g. ``devices=2, strategy="ddp"``); ``ckpt_path`` resumes a Lightning checkpoint.
+        (e.g. ``devices=2, strategy="ddp"``). Each fit keeps ``checkpoint_dir/last.ckpt``
+        up to date at every epoch end (``enable_checkpointing=False`` turns it off);
+        ``resume=True`` continues from it, ``ckpt_path`` from any Lightning checkpoint.
+        ``n_epoch`` counts the whole run, so a run killed after epoch 2 of 4 and resumed
+        with ``fit(4, resume=True)`` trains epochs 2 and 3.
 
         Example:
             >>> # learn.fit(3, lr=1e-2); learn.fit(1, precision="bf16-mixed")
@@ -289,6 +317,16 @@ class Learner(CallbackHost):
         if lr is not None:
             _check_lr(lr, "fit")
         _check_trainer_options("fit", trainer_options)
+        if resume:
+            if ckpt_path is not None:
+                raise ValueError("fit: give `resume=True` or `ckpt_path=...`, not both")
+            last = self.checkpoint_dir / "last.ckpt"
+            if last.exists():
+                ckpt_path = last
+            else:
+                warnings.warn(
+                    f"fit(resume=True): no checkpoint at {str(last)!r}; training from the start", stacklevel=2
+                )
         with self.added_cbs(cbs):
             if reset_opt or self.opt is None:
                 self.create_opt()
@@ -299,7 +337,7 @@ class Learner(CallbackHost):
             set_hyper(self.opt, "lr", self.lr if lr is None else lr)
             self.n_epoch = n_epoch
             self.module.metrics = nn.ModuleList(self.metrics)
-            self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options})
+            self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options}, for_fit=True)
             self.exception = None
             ship_state_back(trainer, self)
             with _quiet():
@@ -589,6 +627,18 @@ class Learner(CallbackHost):
     def __repr__(self) -> str:
         names = ", ".join(metric_name(m) for m in self.metrics)
         return f"Learner({type(self.model).__name__}, {self.dls!r}, metrics=[{names}], cbs={self.cbs})"
+
+
+def _single_process(opts: dict[str, Any]) -> bool:
+    """True when the Trainer options describe one process (no DDP / multi-device strategy).
+
+    The default per-epoch checkpoint is only added there for now: a one-rank CancelEpoch
+    raised in after_step was seen to hang when checkpoints are written under DDP.
+    """
+    devices, nodes, strategy = opts.get("devices", 1), opts.get("num_nodes", 1), opts.get("strategy", "auto")
+    one_device = devices in (1, "1") or (isinstance(devices, (list, tuple)) and len(devices) == 1)
+    name = strategy if isinstance(strategy, str) else type(strategy).__name__.lower()
+    return one_device and nodes in (None, 1) and not any(k in name for k in ("ddp", "fsdp", "deepspeed"))
 
 
 class _GatherPreds(Callback):

@@ -129,10 +129,13 @@ class LearnerModule(pl.LightningModule):
         self.loop.fit_start(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CKPT_KEY] = {"callbacks": callback_states(self.learn.cbs)}
+        checkpoint[CKPT_KEY] = {"callbacks": callback_states(self.learn.cbs), "rng": _rng_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.loop.pending_state = checkpoint.get(CKPT_KEY, {}).get("callbacks")
+        state = checkpoint.get(CKPT_KEY, {})
+        self.loop.pending_state = state.get("callbacks")
+        # Now, before Lightning draws the next epoch's shuffle order (FitLoop.setup_data).
+        _set_rng_state(state.get("rng"))
 
     def on_fit_end(self) -> None:
         self.loop.fit_end()
@@ -392,3 +395,19 @@ def _raiser(exc: BaseException) -> Any:
         raise exc
 
     return raise_it
+
+
+def _rng_state() -> dict[str, Any]:
+    """torch's CPU (and CUDA) generator states: what a resumed run needs to shuffle alike."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any] | None) -> None:
+    if not state:
+        return
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

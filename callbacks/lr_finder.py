@@ -354,7 +354,7 @@ def lr_find(
     if getattr(learn, "recorder", None) is None:
         raise RuntimeError("lr_find: needs learn.recorder (create the Learner with default_cbs=True)")
     n_epoch = max(math.ceil(cb.num_it / max(len(learn.dls.train_dl), 1)), 1)
-    opts = {"logger": False, **trainer_options}
+    opts = {"logger": False, "enable_checkpointing": False, **trainer_options}
     # fit() sets the lr first: keep the hyper-parameters the optimizer had before lr_find too.
     hypers = None
     if learn.opt is not None:
