@@ -17,7 +17,7 @@ from bridge import (
     CancelTrainException,
     CancelValidException,
 )
-from bridge.events import EVENT_NAMES
+from bridge.events import EVENT_NAMES, INNER_LOOP
 from tests.fastai_reference import ReferenceLoop
 from tests.helpers import make_data, make_learner
 
@@ -41,19 +41,7 @@ class Injector:
             raise self.exc()
 
 
-BATCH_EVENTS = {
-    "before_batch",
-    "after_pred",
-    "after_loss",
-    "before_backward",
-    "after_cancel_backward",
-    "after_backward",
-    "before_step",
-    "after_cancel_step",
-    "after_step",
-    "after_cancel_batch",
-    "after_batch",
-}
+BATCH_EVENTS = INNER_LOOP
 
 
 def _trace_cb(inj: Injector) -> Callback:
