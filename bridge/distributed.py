@@ -8,9 +8,10 @@ half-written file where a good one stood.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ __all__ = [
     "atomic_write_text",
     "barrier",
     "broadcast_object",
+    "collectives_enabled",
     "global_rank",
     "is_global_zero",
     "reduce_mean",
+    "rank_local",
     "reduce_mean_ragged",
     "world_size",
 ]
@@ -38,6 +41,40 @@ TMP_SUFFIX = ".tmp"
 
 def _dist_ready() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+_local_depth = 0
+
+
+@contextlib.contextmanager
+def rank_local() -> Iterator[None]:
+    """Run code that only some ranks execute: the collectives here act on this rank alone.
+
+    Lightning calls a few hooks on rank 0 only (``ddp_spawn`` collects rank 0's results);
+    a collective there would wait forever for the other ranks.
+
+    Example:
+        >>> import torch
+        >>> with rank_local():
+        ...     reduce_mean(torch.tensor([2.0])).tolist()
+        [2.0]
+    """
+    global _local_depth
+    _local_depth += 1
+    try:
+        yield
+    finally:
+        _local_depth -= 1
+
+
+def collectives_enabled() -> bool:
+    """True when a collective would reach other ranks: several processes, outside :func:`rank_local`.
+
+    Example:
+        >>> collectives_enabled()
+        False
+    """
+    return _local_depth == 0 and _dist_ready() and dist.get_world_size() > 1
 
 
 def global_rank() -> int:
@@ -131,7 +168,7 @@ def reduce_mean(t: torch.Tensor) -> torch.Tensor:
         >>> reduce_mean(torch.tensor([1.0, 3.0])).tolist()
         [1.0, 3.0]
     """
-    if not _dist_ready() or dist.get_world_size() == 1:
+    if not collectives_enabled():
         return t
     out = t.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
@@ -149,7 +186,7 @@ def reduce_mean_ragged(t: torch.Tensor) -> torch.Tensor:
         >>> reduce_mean_ragged(torch.tensor([1.0, 2.0])).tolist()
         [1.0, 2.0]
     """
-    if not _dist_ready() or dist.get_world_size() == 1:
+    if not collectives_enabled():
         return t
     n = torch.tensor([float(t.numel())], device=t.device)
     dist.all_reduce(n, op=dist.ReduceOp.MAX)
@@ -166,7 +203,7 @@ def barrier() -> None:
     Example:
         >>> barrier()
     """
-    if _dist_ready() and dist.get_world_size() > 1:
+    if collectives_enabled():
         dist.barrier()
 
 
@@ -177,7 +214,7 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
         >>> broadcast_object({"lr": 1e-3})
         {'lr': 0.001}
     """
-    if not _dist_ready() or dist.get_world_size() == 1:
+    if not collectives_enabled():
         return obj
     box = [obj]
     dist.broadcast_object_list(box, src=src)
@@ -191,7 +228,7 @@ def all_ranks_agree(flag: bool, device: torch.device | None = None) -> bool:
         >>> all_ranks_agree(True)
         True
     """
-    if not _dist_ready() or dist.get_world_size() == 1:
+    if not collectives_enabled():
         return flag
     backend = dist.get_backend()
     dev = (

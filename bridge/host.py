@@ -300,14 +300,16 @@ class CallbackHost:
         if self.trainer is None or getattr(self, "_no_logging", False):
             return
         to_logger = bool(self.trainer.loggers) and not getattr(self, "_no_logging", False)
+        # The values are already global; sync_dist=True is Lightning's convention for epoch values
+        # under DDP (an all-reduce of equal values at epoch end, on every rank) and keeps it quiet.
         try:
             for name, value in values.items():
                 self.module.log(  # type: ignore[union-attr]
-                    name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1
+                    name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1, sync_dist=True
                 )
             for name, value in (extra or {}).items():
                 self.module.log(  # type: ignore[union-attr]
-                    name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1
+                    name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1, sync_dist=True
                 )
         except Exception:  # outside a hook where Lightning allows self.log: write to the loggers directly
             if to_logger:

@@ -273,8 +273,6 @@ class Learner(CallbackHost):
         has_ckpt = any(isinstance(c, ModelCheckpoint) for c in opts["callbacks"])
         if has_ckpt and "enable_checkpointing" not in {**self.trainer_options, **overrides}:
             opts["enable_checkpointing"] = True
-        elif for_fit and opts["enable_checkpointing"] and not has_ckpt and not _single_process(opts):
-            opts["enable_checkpointing"] = False  # not Lightning's default checkpoint either (see above)
         elif for_fit and opts["enable_checkpointing"] and not has_ckpt:
             # The resumable checkpoint of every fit (weights, optimizer, loops, callback
             # state, RNG), rewritten at each epoch end: what `fit(..., resume=True)` reads.
@@ -627,18 +625,6 @@ class Learner(CallbackHost):
     def __repr__(self) -> str:
         names = ", ".join(metric_name(m) for m in self.metrics)
         return f"Learner({type(self.model).__name__}, {self.dls!r}, metrics=[{names}], cbs={self.cbs})"
-
-
-def _single_process(opts: dict[str, Any]) -> bool:
-    """True when the Trainer options describe one process (no DDP / multi-device strategy).
-
-    The default per-epoch checkpoint is only added there for now: a one-rank CancelEpoch
-    raised in after_step was seen to hang when checkpoints are written under DDP.
-    """
-    devices, nodes, strategy = opts.get("devices", 1), opts.get("num_nodes", 1), opts.get("strategy", "auto")
-    one_device = devices in (1, "1") or (isinstance(devices, (list, tuple)) and len(devices) == 1)
-    name = strategy if isinstance(strategy, str) else type(strategy).__name__.lower()
-    return one_device and nodes in (None, 1) and not any(k in name for k in ("ddp", "fsdp", "deepspeed"))
 
 
 class _GatherPreds(Callback):

@@ -13,6 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from .distributed import rank_local
 from .state import callback_states, load_callback_states
 
 __all__ = ["ship_state_back"]
@@ -30,7 +31,9 @@ class _Extra:
         original = getattr(type(self.launcher), self.name)
         if self.name == "get_extra_results":
             extra = original(self.launcher, trainer)
-            extra[_KEY] = {"callbacks": callback_states(self.learn.cbs), "final_record": self.learn.final_record}
+            with rank_local():  # Lightning runs this on rank 0 alone
+                states = callback_states(self.learn.cbs)
+            extra[_KEY] = {"callbacks": states, "final_record": self.learn.final_record}
             return extra
         (extra,) = args
         original(self.launcher, trainer, extra)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from bridge.callback import Callback
-from bridge.distributed import is_global_zero, reduce_mean_ragged, world_size
+from bridge.distributed import collectives_enabled, is_global_zero, reduce_mean_ragged, world_size
 from bridge.metrics import AvgLoss, find_bs, metric_name
 
 __all__ = ["Recorder"]
@@ -151,10 +151,13 @@ class Recorder(Callback):
 
     def _flush(self, across_ranks: bool = True) -> None:
         """Read back pending losses (one device sync, one collective under DDP) and log them."""
-        if not self._pending:
+        distributed = across_ranks and collectives_enabled()
+        if not self._pending and not distributed:
             return
-        raw = torch.stack(self._pending).float()
-        raw = (reduce_mean_ragged(raw) if across_ranks else raw).tolist()
+        # Under DDP every rank joins the collective even with nothing pending: ranks may hold
+        # different counts (a one-rank cancel), and an early return here would hang the others.
+        raw = torch.stack(self._pending).float() if self._pending else torch.zeros(0, device=self._device())
+        raw = (reduce_mean_ragged(raw) if distributed else raw).tolist()
         self._pending = []
         beta, every = self.beta, self._every
         learn = self.learn
@@ -167,6 +170,10 @@ class Recorder(Callback):
                 i = min(self._host_count, len(self.lrs)) - 1
                 lr = float(self.lrs[i]) if i >= 0 else math.nan
                 learn.log_step({"train_loss": self.losses[-1], "lr": lr}, step=self._host_count)
+
+    def _device(self) -> torch.device:
+        module = getattr(self.learn, "module", None)
+        return module.device if module is not None else torch.device("cpu")
 
     def after_train(self) -> None:
         if not self._in_fit:
@@ -194,6 +201,7 @@ class Recorder(Callback):
         if not self._in_fit:
             learn.final_record = list(self._valid)
             return
+        self._flush()  # losses of a cancelled epoch, so that ranks stay aligned batch by batch
         record = [self._train_loss, *self._valid]
         learn.final_record = record
         self.values.append(record)
