@@ -13,7 +13,7 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
-from lightning.pytorch.utilities.model_summary import ModelSummary
+from lightning.pytorch.utilities.model_summary.model_summary import ModelSummary
 
 from .dialects import V1Flags
 from .events import EVENT_NAMES
@@ -100,6 +100,7 @@ def summary(learn: Learner, max_depth: int = 2, with_shapes: bool = True) -> str
     """
     max_depth = _check_depth(max_depth)
     module = learn.module
+    assert module is not None  # every Learner builds its LearnerModule
     example = _example_input(learn) if with_shapes else None
     with _example_on(module, example):
         model_summary = ModelSummary(module, max_depth=max_depth)

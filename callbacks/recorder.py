@@ -153,8 +153,8 @@ class Recorder(Callback):
         """Read back pending losses (one device sync, one collective under DDP) and log them."""
         if not self._pending:
             return
-        raw = torch.stack(self._pending).float()
-        raw = (reduce_mean_ragged(raw) if across_ranks else raw).tolist()
+        stacked = torch.stack(self._pending).float()
+        raw: list[float] = (reduce_mean_ragged(stacked) if across_ranks else stacked).tolist()
         self._pending = []
         beta, every = self.beta, self._every
         learn = self.learn
