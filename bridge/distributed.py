@@ -29,8 +29,8 @@ __all__ = [
     "collectives_enabled",
     "global_rank",
     "is_global_zero",
-    "reduce_mean",
     "rank_local",
+    "reduce_mean",
     "reduce_mean_ragged",
     "world_size",
 ]

@@ -14,12 +14,6 @@ if TYPE_CHECKING:
 __all__ = ["plot_loss", "plot_sched"]
 
 
-def _pyplot() -> Any:
-    import matplotlib.pyplot as plt  # falls back to the Agg backend without a display
-
-    return plt
-
-
 def plot_loss(recorder: Any, skip_start: int = 5, with_valid: bool = True, log: bool = False) -> Figure:
     """The smoothed training loss per step (from ``skip_start``), and the validation loss per epoch.
 
@@ -28,7 +22,8 @@ def plot_loss(recorder: Any, skip_start: int = 5, with_valid: bool = True, log: 
     """
     if skip_start < 0:
         raise ValueError(f"plot_loss: `skip_start` must be >= 0, got {skip_start!r}")
-    plt = _pyplot()
+    import matplotlib.pyplot as plt  # falls back to the Agg backend without a display
+
     fig, ax = plt.subplots(1, 1)
     steps = list(range(skip_start, len(recorder.losses)))
     plot = ax.loglog if log else ax.plot
@@ -56,7 +51,8 @@ def plot_sched(recorder: Any, keys: list[str] | None = None) -> Figure:
     missing = [k for k in names if k not in hps]
     if missing:
         raise KeyError(f"plot_sched: no schedule recorded for {missing}; recorded: {sorted(hps)}")
-    plt = _pyplot()
+    import matplotlib.pyplot as plt
+
     rows, cols = (len(names) + 1) // 2, min(2, len(names))
     fig, axs = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
     flat = list(axs.flatten())

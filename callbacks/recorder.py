@@ -156,8 +156,8 @@ class Recorder(Callback):
             return
         # Under DDP every rank joins the collective even with nothing pending: ranks may hold
         # different counts (a one-rank cancel), and an early return here would hang the others.
-        raw = torch.stack(self._pending).float() if self._pending else torch.zeros(0, device=self._device())
-        raw = (reduce_mean_ragged(raw) if distributed else raw).tolist()
+        stacked = torch.stack(self._pending).float() if self._pending else torch.zeros(0, device=self._device())
+        raw: list[float] = (reduce_mean_ragged(stacked) if distributed else stacked).tolist()
         self._pending = []
         beta, every = self.beta, self._every
         learn = self.learn

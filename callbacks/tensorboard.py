@@ -115,7 +115,7 @@ class TensorBoardCallback(Callback):
 
             log_dir = self.log_dir if self.log_dir is not None else Path(learn.path) / "runs"
             self.writer, self._own = SummaryWriter(log_dir=str(log_dir)), True
-            exp, ssi, sei = hparams(self._hypers(), {})
+            exp, ssi, sei = hparams(self._hypers(), {})  # type: ignore[no-untyped-call]
             file_writer = self.writer._get_file_writer()
             for summary in (exp, ssi, sei):
                 file_writer.add_summary(summary)
