@@ -7,6 +7,7 @@ import inspect
 import logging
 import math
 import os
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
@@ -218,6 +219,19 @@ class Learner(CallbackHost):
             else:
                 del self.trainer_options["enable_progress_bar"]
 
+    def summary(self, max_depth: int = 2, with_shapes: bool = True) -> str:
+        """Lightning's model summary of the Learner's module plus the callbacks per event (fastai's ``summary``).
+
+        Layers (to ``max_depth``), input/output sizes of one validation batch (``with_shapes``),
+        parameter counts, optimizer, loss, and which callbacks run at each event.
+
+        Example:
+            >>> # print(learn.summary())
+        """
+        from .summary import summary
+
+        return summary(self, max_depth, with_shapes)
+
     def _translate_cb(self, cb: Any) -> bool:
         # A ported fastai MixedPrecision callback becomes the Trainer's precision setting.
         from .precision import translate_precision_callback
@@ -260,6 +274,7 @@ class Learner(CallbackHost):
             "num_sanity_val_steps": 0,
             "enable_checkpointing": for_fit,
             "enable_model_summary": False,
+            "enable_progress_bar": _interactive_output(),
             "default_root_dir": str(self.path),
         }
         opts.update(self.trainer_options)
@@ -270,6 +285,7 @@ class Learner(CallbackHost):
         if isinstance(callbacks, pl.Callback):
             callbacks = [callbacks]
         opts["callbacks"] = list(callbacks) + list(self._pl_cbs)
+        _refuse_swa(opts["callbacks"])
         has_ckpt = any(isinstance(c, ModelCheckpoint) for c in opts["callbacks"])
         if has_ckpt and "enable_checkpointing" not in {**self.trainer_options, **overrides}:
             opts["enable_checkpointing"] = True
@@ -625,6 +641,31 @@ class Learner(CallbackHost):
     def __repr__(self) -> str:
         names = ", ".join(metric_name(m) for m in self.metrics)
         return f"Learner({type(self.model).__name__}, {self.dls!r}, metrics=[{names}], cbs={self.cbs})"
+
+
+def _interactive_output() -> bool:
+    """True where a progress bar can redraw in place: a terminal, or a Jupyter kernel.
+
+    In a pipe or a log file the bar's carriage returns and cursor moves would garble the
+    epoch table, so the default there is no bar (``enable_progress_bar=True`` still forces it).
+    """
+    if "ipykernel" in sys.modules:
+        return True
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stdout
+        return False
+
+
+def _refuse_swa(callbacks: list[Any]) -> None:
+    for cb in callbacks:
+        if isinstance(cb, StochasticWeightAveraging):
+            raise TypeError(
+                "Learner: Lightning's StochasticWeightAveraging is not supported: the Learner's module uses "
+                "manual optimization, where Lightning never steps SWA's learning-rate schedule (`swa_lrs` would "
+                "be ignored) and its batch-norm update epoch would train; average weights with "
+                "torch.optim.swa_utils.AveragedModel in a callback's after_epoch instead"
+            )
 
 
 class _GatherPreds(Callback):

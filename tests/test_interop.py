@@ -335,3 +335,14 @@ def test_summary_bad_max_depth(tmp_path: Path) -> None:
     learn = make_learner(tmp_path)
     with pytest.raises(ValueError, match="summary: `max_depth` must be an int >= -1"):
         summary(learn, max_depth="all")  # type: ignore[arg-type]
+
+
+def test_learner_summary_method_is_the_summary(tmp_path: Path) -> None:
+    learn = make_learner(tmp_path, cbs=[Stepper()])
+    text = learn.summary(max_depth=1, with_shapes=False)
+    assert text == summary(learn, max_depth=1, with_shapes=False)
+    total = sum(p.numel() for p in learn.model.parameters())
+    assert f"{total} " in text and "Total params" in text
+    assert "Stepper" in text.split("Callbacks per event")[1]
+    with pytest.raises(ValueError, match="max_depth"):
+        learn.summary(max_depth=-5)
