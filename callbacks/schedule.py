@@ -27,6 +27,7 @@ def _check_trainer_options(where: str, options: dict[str, Any]) -> None:
 
     check(where, options)
 
+
 __all__ = [
     "ParamScheduler",
     "SchedCos",
@@ -297,9 +298,7 @@ class ParamScheduler(Callback):
 
     def __init__(self, scheds: Mapping[str, Any]) -> None:
         if not isinstance(scheds, dict) or not scheds:
-            raise TypeError(
-                f"ParamScheduler: `scheds` must be a non-empty dict name -> schedule, got {scheds!r}"
-            )
+            raise TypeError(f"ParamScheduler: `scheds` must be a non-empty dict name -> schedule, got {scheds!r}")
         for name, f in scheds.items():
             if not isinstance(name, str):
                 raise TypeError(
