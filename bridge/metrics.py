@@ -55,6 +55,10 @@ class AvgMetric(Metric):
     count: Tensor
 
     def __init__(self, func: Callable[..., Tensor], name: str | None = None) -> None:
+        if not callable(func) or isinstance(func, type):
+            raise TypeError(f"AvgMetric: `func` must be a function f(pred, *yb) -> tensor, got {func!r}")
+        if name is not None and (not isinstance(name, str) or not name):
+            raise TypeError(f"AvgMetric: `name` must be a non-empty str or None, got {name!r}")
         super().__init__()
         self.func = func
         self.name = name or getattr(func, "__name__", type(func).__name__)
@@ -62,9 +66,20 @@ class AvgMetric(Metric):
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, pred: Any, *yb: Any) -> None:
-        value = self.func(pred, *yb)
+        try:
+            value = self.func(pred, *yb)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"AvgMetric {self.name!r}: `func`(pred, *yb) failed: {exc}") from exc
         bs = find_bs(yb) if yb else find_bs((pred,))
-        value = torch.as_tensor(value, device=self.total.device)
+        try:
+            value = torch.as_tensor(value, device=self.total.device)
+            if not (value.is_floating_point() or value.dtype in (torch.bool, torch.int64, torch.int32)):
+                raise TypeError(f"dtype {value.dtype}")
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise TypeError(
+                f"AvgMetric {self.name!r}: `func` must return a number or a tensor of numbers, got "
+                f"{type(value).__name__} ({exc})"
+            ) from exc
         self.total += value.detach().double().mean() * bs
         self.count += bs
 

@@ -8,6 +8,7 @@ fastai's names drive any torch optimizer.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -21,6 +22,15 @@ OptFunc = Callable[..., torch.optim.Optimizer]
 
 #: Param-group key marking groups (bias and norm parameters) exempt from weight decay.
 NO_WD = "fastlight_no_wd"
+
+
+def _check_hyper(where: str, name: str, value: object, low: float = 0.0, below: float | None = None) -> float:
+    """A hyper-parameter given with fastai's name: a finite number in ``[low, below)`` (``below`` None: no bound)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (below is not None and value >= below):  # type: ignore[operator]
+        accepted = f"in [{low:g}, {below:g})" if below is not None else f">= {low:g}"
+        raise ValueError(f"{where}: `{name}` must be a finite number {accepted}, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def Adam(
@@ -43,6 +53,12 @@ def Adam(
         >>> opt.param_groups[0]["betas"], opt.param_groups[0]["eps"]
         ((0.9, 0.99), 1e-05)
     """
+    mom, sqr_mom = _check_hyper("Adam", "mom", mom, below=1.0), _check_hyper("Adam", "sqr_mom", sqr_mom, below=1.0)
+    _check_hyper("Adam", "lr", lr)
+    _check_hyper("Adam", "eps", eps)
+    _check_hyper("Adam", "wd", wd)
+    if not isinstance(decouple_wd, bool):
+        raise TypeError(f"Adam: `decouple_wd` must be a bool, got {decouple_wd!r}")
     cls = torch.optim.AdamW if decouple_wd else torch.optim.Adam
     return cls(params, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd)
 
@@ -55,6 +71,8 @@ def SGD(params: Iterable[Any], lr: float = 1e-3, mom: float = 0.0, wd: float = 0
         >>> SGD(nn.Linear(2, 1).parameters(), lr=0.1, mom=0.9).param_groups[0]["momentum"]
         0.9
     """
+    for name, value in (("lr", lr), ("mom", mom), ("wd", wd)):
+        _check_hyper("SGD", name, value)
     return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
 
 

@@ -62,8 +62,12 @@ class CSVLogger(Callback):
     order = 60
 
     def __init__(self, fname: str | os.PathLike[str] = "history.csv", append: bool = False) -> None:
-        if not isinstance(fname, (str, os.PathLike)) or not str(fname) or str(fname).endswith(("/", os.sep)):
-            raise TypeError(f"CSVLogger: `fname` must be a non-empty file name (str or path), got {fname!r}")
+        name = str(fname) if isinstance(fname, (str, os.PathLike)) else ""
+        if not name or name.endswith(("/", os.sep)) or os.path.basename(name) in ("", ".", "..") or "\x00" in name:
+            raise TypeError(
+                f"CSVLogger: `fname` must be a non-empty file name (str or path, no NUL character, not a folder), "
+                f"got {fname!r}"
+            )
         if not isinstance(append, bool):
             raise TypeError(f"CSVLogger: `append` must be a bool, got {append!r}")
         self.fname, self.append = Path(fname), append

@@ -198,6 +198,8 @@ class LRFinder(ParamScheduler):
             raise ValueError(f"LRFinder: `start_lr` must be below `end_lr`, got {start_lr!r} and {end_lr!r}")
         if isinstance(num_it, bool) or not isinstance(num_it, int) or num_it < 2:
             raise ValueError(f"LRFinder: `num_it` must be an int >= 2, got {num_it!r}")
+        if not isinstance(stop_div, bool):
+            raise TypeError(f"LRFinder: `stop_div` must be a bool, got {stop_div!r}")
         scheds = (
             [SchedExp(s, e) for s, e in zip(starts, ends)]
             if isinstance(start_lr, (list, tuple))
@@ -222,7 +224,12 @@ class LRFinder(ParamScheduler):
             {k: v.detach().clone() for k, v in learn.model.state_dict().items()},
             copy.deepcopy(learn.opt.state_dict()),
         )
-        super().before_fit()
+        try:
+            super().before_fit()
+        except ValueError as exc:
+            raise ValueError(
+                f"LRFinder: `start_lr`/`end_lr` must be numbers, or lists with one value per param group: {exc}"
+            ) from exc
         self.best_loss = math.inf
         self.lrs, self.losses = [], []
         # Enough epochs for num_it batches of *this* process (fewer per epoch under DDP).
@@ -313,7 +320,8 @@ def plot_lr_find(
         for (val, loss), nm, color in zip(suggestions, names, colors):
             ax.plot(val, loss, "o", label=nm, color=color)
         ax.legend(loc="best")
-    return fig
+    figure: Figure = fig
+    return figure
 
 
 # -- lr_find ----------------------------------------------------------------------------------------------

@@ -105,11 +105,13 @@ class _Unreduced:
     def __call__(self, pred: Any, *yb: Any) -> Tensor:
         lf = self.loss_func
         if not self.by_attr:
-            return lf(pred, *yb, reduction="none")
+            out: Tensor = lf(pred, *yb, reduction="none")
+            return out
         old = lf.reduction
         lf.reduction = "none"
         try:
-            return lf(pred, *yb)
+            res: Tensor = lf(pred, *yb)
+            return res
         finally:
             lf.reduction = old
 
@@ -259,7 +261,8 @@ class MixHandler(Callback):
         learn = self.learn
         assert learn is not None
         if not learn.training:
-            return self.old_lf(pred, *yb)
+            out: Tensor = self.old_lf(pred, *yb)
+            return out
         if isinstance(pred, Tensor) and pred.dtype in (torch.float16, torch.bfloat16):
             # As fastai's MixedPrecision: the loss runs in float32, outside autocast.
             with torch.autocast(pred.device.type, enabled=False):
@@ -268,7 +271,8 @@ class MixHandler(Callback):
 
     def _loss(self, pred: Any, *yb: Any) -> Tensor:
         if not self.stack_y:
-            return self.old_lf(pred, *yb)
+            out: Tensor = self.old_lf(pred, *yb)
+            return out
         un = self._unreduced
         if un is None:
             raise TypeError(

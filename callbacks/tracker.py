@@ -57,13 +57,29 @@ def _check_patience(where: str, patience: object) -> int:
     return int(patience)
 
 
-def _infer_less(comp: Comp) -> bool:
+def _infer_less(where: str, comp: Comp) -> bool:
     """Whether ``comp`` means "smaller is better" (``np.less``, ``operator.lt``, ...)."""
     if comp in (np.less, np.less_equal, operator.lt, operator.le):
         return True
     if comp in (np.greater, np.greater_equal, operator.gt, operator.ge):
         return False
-    return bool(comp(0.0, 1.0))
+    try:
+        # A custom comparison is probed once, as the tracker will call it: comp(value, best).
+        return bool(comp(0.0, 1.0))
+    except Exception as exc:
+        raise TypeError(
+            f"{where}: `comp` must compare two floats, as comp(value, best) -> bool (e.g. np.less or "
+            f"np.greater), got {comp!r}; comp(0.0, 1.0) raised {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _check_fname(where: str, fname: object) -> str:
+    name = str(fname) if isinstance(fname, (str, os.PathLike)) else ""
+    if not name or name.endswith(("/", os.sep)) or os.path.basename(name) in ("", ".", "..") or "\x00" in name:
+        raise TypeError(
+            f"{where}: `fname` must be a non-empty file name (str, no NUL character, not a folder), got {fname!r}"
+        )
+    return name
 
 
 class TrackerCallback(Callback):
@@ -105,7 +121,7 @@ class TrackerCallback(Callback):
             raise TypeError(f"{where}: `comp` must be a comparison such as np.less or np.greater, got {comp!r}")
         if not isinstance(reset_on_fit, bool):
             raise TypeError(f"{where}: `reset_on_fit` must be a bool, got {reset_on_fit!r}")
-        self.less = _infer_less(comp)
+        self.less = _infer_less(where, comp)
         # As fastai: for "smaller is better", an improvement must beat best - min_delta.
         if self.less:
             min_delta = -min_delta
@@ -214,8 +230,7 @@ class SaveModelCallback(TrackerCallback):
     ) -> None:
         super().__init__(monitor=monitor, comp=comp, min_delta=min_delta, reset_on_fit=reset_on_fit)
         where = type(self).__name__
-        if not isinstance(fname, (str, os.PathLike)) or not str(fname) or str(fname).endswith(("/", os.sep)):
-            raise TypeError(f"{where}: `fname` must be a non-empty file name (str), got {fname!r}")
+        fname = _check_fname(where, fname)
         if isinstance(every_epoch, bool):
             every = int(every_epoch)
         elif isinstance(every_epoch, (int, np.integer)) and every_epoch >= 1:
@@ -229,7 +244,7 @@ class SaveModelCallback(TrackerCallback):
                 raise TypeError(f"{where}: `{name}` must be a bool, got {flag!r}")
         if every and at_end:
             raise ValueError(f"{where}: `every_epoch` and `at_end` cannot both be set")
-        self.fname, self.every_epoch, self.at_end, self.with_opt = str(fname), every, at_end, with_opt
+        self.fname, self.every_epoch, self.at_end, self.with_opt = fname, every, at_end, with_opt
         self.last_saved_path: os.PathLike[str] | None = None
 
     def _save(self, name: str) -> None:
