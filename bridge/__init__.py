@@ -25,6 +25,7 @@ from .learner import Learner
 from .metrics import AvgMetric
 from .module import LearnerModule
 from .optim import SGD, Adam
+from .resumable import ResumableDataLoader
 
 __all__ = [
     "SGD",
@@ -45,4 +46,5 @@ __all__ = [
     "Learner",
     "LearnerModule",
     "LightningAdapter",
+    "ResumableDataLoader",
 ]

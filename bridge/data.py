@@ -9,6 +9,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, TensorDataset
 
+from .resumable import ResumableDataLoader
+
 __all__ = ["DataBunch", "forward_exception", "unrepeated"]
 
 
@@ -138,7 +140,7 @@ class DataBunch(pl.LightningDataModule):
             pin_memory=pin_memory,
             persistent_workers=num_workers > 0,
         )
-        train_dl = DataLoader(train_ds, batch_size=bs, shuffle=shuffle, drop_last=drop_last, **common)
+        train_dl = ResumableDataLoader(train_ds, batch_size=bs, shuffle=shuffle, drop_last=drop_last, **common)
         valid_dl = DataLoader(valid_ds, batch_size=vbs, shuffle=False, **common)
         test_dl = DataLoader(test_ds, batch_size=vbs, shuffle=False, **common) if test_ds is not None else None
         return cls(train_dl, valid_dl, test_dl, c=c if c is not None else _infer_c(train_ds), n_inp=n_inp)

@@ -7,6 +7,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -354,7 +355,9 @@ class Learner(CallbackHost):
             self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options}, for_fit=True)
             self.exception = None
             ship_state_back(trainer, self)
-            with _quiet():
+            with _quiet(), warnings.catch_warnings():
+                # The default checkpoint rewrites last.ckpt in place: its folder is meant to be full.
+                warnings.filterwarnings("ignore", f"Checkpoint directory {re.escape(str(self.checkpoint_dir))} exists")
                 trainer.fit(self.module, datamodule=self.dls, ckpt_path=ckpt_path)
 
     def _evaluate(self, dl: Any, cbs: Iterable[Any] | Any | None, stage: str) -> None:

@@ -95,6 +95,7 @@ class LearnerModule(pl.LightningModule):
         self._world = 1
         self._scaler: Any = None
         self._last_scale = 0.0
+        self._epoch_started: int | None = None  # the epoch whose on_train_epoch_start ran
         # Written twice per batch: a plain object, not nn.Module attributes (each
         # nn.Module.__setattr__ runs isinstance checks against parameters, modules, buffers).
         self._refs = _LossRefs()
@@ -126,6 +127,7 @@ class LearnerModule(pl.LightningModule):
         plugin = self.trainer.precision_plugin
         self._scaler = getattr(plugin, "scaler", None) if isinstance(plugin, MixedPrecision) else None
         self._last_scale = self._scaler.get_scale() if self._scaler is not None else 0.0
+        self._epoch_started = None
         self.loop.fit_start(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -144,6 +146,7 @@ class LearnerModule(pl.LightningModule):
         self.loop.fit_exception(exc)
 
     def on_train_epoch_start(self) -> None:
+        self._epoch_started = self.trainer.current_epoch
         self.loop.train_epoch_start(self.trainer)
 
     def _cancelled(self, level: str) -> None:
@@ -154,7 +157,13 @@ class LearnerModule(pl.LightningModule):
         # -1 makes Lightning skip the rest of the epoch *and* its validation; under DDP only
         # once every rank agrees (a rank still waiting to tell the others keeps stepping).
         loop = self.loop
-        return None if loop.is_open("epoch") or loop.deferred is not None else -1
+        if loop.is_open("epoch") or loop.deferred is not None:
+            return None
+        if self._epoch_started != self.trainer.current_epoch and loop.is_open("fit"):
+            # Resumed from a mid-epoch checkpoint: Lightning does not call on_train_epoch_start.
+            self.on_train_epoch_start()
+            return None if loop.is_open("epoch") else -1
+        return -1
 
     def on_validation_epoch_start(self) -> None:
         self.loop.validation_epoch_start(self.trainer)

@@ -38,6 +38,9 @@ class TrainEvalCallback(Callback):
         learn = self.learn
         assert learn is not None
         learn.pct_train = learn.epoch / learn.n_epoch
+        resumed = self.__dict__.pop("_resumed", None)
+        if resumed is not None and resumed[0] == learn.epoch:  # resumed mid-epoch: keep the saved position
+            learn.pct_train = resumed[1]
         learn.model.train()
         learn.training = True
 
@@ -57,9 +60,10 @@ class TrainEvalCallback(Callback):
         """Loop position, so a resumed fit continues its schedules where it stopped."""
         learn = self.learn
         assert learn is not None
-        return {"train_iter": int(learn.train_iter), "pct_train": float(learn.pct_train)}
+        return {"train_iter": int(learn.train_iter), "pct_train": float(learn.pct_train), "epoch": int(learn.epoch)}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         learn = self.learn
         assert learn is not None
         learn.train_iter, learn.pct_train = int(state["train_iter"]), float(state["pct_train"])
+        self.__dict__["_resumed"] = (int(state.get("epoch", -1)), float(state["pct_train"]))
