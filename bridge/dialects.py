@@ -179,7 +179,7 @@ def _float_lrs(opt: Any) -> None:
         return
     for group in opt.param_groups:
         lr = group.get("lr")
-        if isinstance(lr, Tensor):
+        if type(lr) is not float and isinstance(lr, Tensor):  # isinstance(x, Tensor) is slow: floats first
             group["lr"] = float(lr)
 
 
@@ -293,25 +293,29 @@ class CourseCallback(_Wrapped):
 
     def _make(self, bound: Callable[[], Any], method: str, event: str) -> Callable[[], None]:
         learn = self.learn
+        skippable = method == "after_cancel_epoch"
+        may_skip = method in ("begin_epoch", "begin_validate")
+        cancels = _COURSE_CANCELS
 
         def call() -> None:
-            if method == "after_cancel_epoch" and self._skipping:
+            if skippable and self._skipping:
                 return  # a truthy begin_epoch/begin_validate skips silently, as in the Runner
             try:
                 result = bound()
             except CancelException:
                 raise
             except Exception as exc:
-                make = _COURSE_CANCELS.get(type(exc).__name__)
+                make = cancels.get(type(exc).__name__)
                 if make is None:
                     raise
                 raise make(learn.training) from exc
             finally:
                 _float_lrs(learn.opt)
-            if result and method in ("begin_epoch", "begin_validate"):
+            if may_skip and result:
                 self._skipping = True
                 raise CancelTrainException() if method == "begin_epoch" else CancelValidException()
-            self._skipping = False
+            if self._skipping:
+                self._skipping = False
 
         return call
 
