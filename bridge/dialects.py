@@ -241,7 +241,7 @@ class RunnerView:
             self.__dict__["_own"][name] = value
 
 
-_COURSE_CANCELS = {
+_COURSE_CANCELS: dict[str, Callable[[bool], CancelException]] = {
     "CancelTrainException": lambda training: CancelFitException(),
     "CancelEpochException": lambda training: CancelTrainException() if training else CancelValidException(),
     "CancelBatchException": lambda training: CancelBatchException(),
@@ -547,7 +547,7 @@ def _v1_metric_class() -> type:
             base.update(kwargs)
             return fn(**base)
 
-        def update(self, pred: Any, *yb: Any) -> None:  # type: ignore[override]
+        def update(self, pred: Any, *yb: Any) -> None:
             if not self._started:
                 self._call("on_epoch_begin")
                 self._started = True
