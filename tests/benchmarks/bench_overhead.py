@@ -41,8 +41,11 @@ budget use (wall by default; ``cpu`` on a machine shared with other jobs).
 
 lr_find: ``Learner.lr_find(num_it=100, stop_div=False)`` against
 ``Tuner(trainer).lr_find(num_training=100, early_stop_threshold=None, update_attr=False)``
-on the same small MLP and batches, both without bar or logger, timed whole (set-up,
-model/optimizer save and restore included) in alternating order, 15 paired repeats.
+on the same small MLP and batches, both without bar or logger, timed whole in alternating
+order, 15 paired repeats: from a built model (Learner / LightningModule) to the result,
+so the Tuner's time includes building its ``Trainer`` (about 5-10 ms, mostly Lightning's
+scan of installed packages' entry points) as the Learner's includes the one ``fit`` builds,
+plus each side's model/optimizer save and restore.
 
 The JSON written by ``--out`` holds, per model, per-variant medians/min/max/samples (ms per
 batch), ``paired_ratios`` (the budget figure), ``ratios`` (of medians) and ``min_ratios``
@@ -531,11 +534,12 @@ def bench_lr_find(
 
     def tuner_run() -> float:
         module = PlainModule(make_model(s.sizes, s.device))
-        trainer = s.trainer(max_epochs=None)
         gc.collect()
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _gc_off():
             t0 = _now(clock)
+            # The Trainer is built inside the timing, as Learner.lr_find builds its own.
+            trainer = s.trainer(max_epochs=None)
             Tuner(trainer).lr_find(
                 module,
                 train_dataloaders=s.long_dl,
