@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import types
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -58,21 +59,22 @@ class _Host(CallbackHost):
 
 
 class _Patched:
-    """How the adapter calls a patched module method: the method's name and the class's original."""
+    """How the adapter calls a patched module method: the method's name and the class's original.
+
+    Built once per fit and method (not per call): ``original`` is the class's function
+    bound to the module.
+    """
 
     def __init__(self, module: pl.LightningModule, name: str) -> None:
         self.module, self.name = module, name
-
-    def original(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(type(self.module), self.name)(self.module, *args, **kwargs)
+        self.original: Callable[..., Any] = types.MethodType(getattr(type(module), name), module)
 
 
 def _dispatch(module: pl.LightningModule, name: str, *args: Any, **kwargs: Any) -> Any:
     adapter = module.__dict__.get(_ADAPTER_ATTR)
-    patched = _Patched(module, name)
     if adapter is None:  # e.g. a copy made after the fit
-        return patched.original(*args, **kwargs)
-    return getattr(adapter, "_" + name)(patched, *args, **kwargs)
+        return getattr(type(module), name)(module, *args, **kwargs)
+    return adapter._calls[name](*args, **kwargs)
 
 
 # Plain functions bound to the module (real methods, so Lightning's override checks see code).
@@ -157,6 +159,8 @@ class LightningAdapter(pl.Callback):
         self._module: pl.LightningModule | None = None
         self._loss_set: Any = None
         self._loss_clone: Any = None
+        self._calls: dict[str, Callable[..., Any]] = {}
+        self._key: tuple[int, str] = (-1, "")
 
     @property
     def cbs(self) -> list[Any]:
@@ -165,14 +169,21 @@ class LightningAdapter(pl.Callback):
 
     @property
     def state_key(self) -> str:
-        return f"LightningAdapter[{', '.join(type(c).__name__ for c in self.cbs)}]"
+        # Lightning reads it at every hook call: rebuilt only when the callbacks change.
+        version = self.learn.cb_handler.version
+        if self._key[0] != version:
+            self._key = (version, f"LightningAdapter[{', '.join(type(c).__name__ for c in self.cbs)}]")
+        return self._key[1]
 
     # -- patching ----------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         learn = self.learn
         learn.trainer, learn.module, learn.model = trainer, pl_module, pl_module
-        learn.dls = trainer.datamodule if getattr(trainer, "datamodule", None) is not None else None
+        learn.dls = getattr(trainer, "datamodule", None)
         pl_module.__dict__[_ADAPTER_ATTR] = self
+        self._calls = {
+            name: functools.partial(getattr(self, "_" + name), _Patched(pl_module, name)) for name in _PATCHES
+        }
         for name, fn in _PATCHES.items():
             setattr(pl_module, name, types.MethodType(fn, pl_module))
         self._module = pl_module
@@ -182,6 +193,7 @@ class LightningAdapter(pl.Callback):
             if getattr(pl_module.__dict__.get(name), "__func__", None) is fn:
                 delattr(pl_module, name)
         pl_module.__dict__.pop(_ADAPTER_ATTR, None)
+        self._calls = {}
         self._module = None
 
     def _split(self, batch: Any) -> None:

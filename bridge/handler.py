@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .events import EVENT_NAMES, INNER_LOOP
 from .exceptions import CancelException
@@ -71,6 +71,8 @@ class CallbackHandler:
 
     def __init__(self, cbs: Iterable[Any] | None = None, training: Callable[[], bool] | None = None) -> None:
         self._cbs: list[Any] = []
+        #: Bumped whenever the callbacks or their order change (for caches built from them).
+        self.version = 0
         self._table: dict[str, tuple[bool, tuple[_Entry, ...]]] | None = None
         self._training = training or (lambda: True)
         for cb in cbs or ():
@@ -113,7 +115,7 @@ class CallbackHandler:
                 pos = i
                 break
         self._cbs.insert(pos, cb)
-        self._table = None
+        self._changed()
 
     def remove(self, cb: Any) -> None:
         """Remove ``cb`` (by identity); a callback that is not there is ignored.
@@ -124,7 +126,7 @@ class CallbackHandler:
             0
         """
         self._cbs = [c for c in self._cbs if c is not cb]
-        self._table = None
+        self._changed()
 
     def resort(self) -> None:
         """Re-sort after a callback's ``order`` changed (stable).
@@ -133,7 +135,11 @@ class CallbackHandler:
             >>> CallbackHandler().resort()
         """
         self._cbs.sort(key=_order)
+        self._changed()
+
+    def _changed(self) -> None:
         self._table = None
+        self.version += 1
 
     # -- dispatch -----------------------------------------------------------------------
     def _build(self) -> dict[str, tuple[bool, tuple[_Entry, ...]]]:
@@ -183,10 +189,9 @@ class CallbackHandler:
                 if getattr(cb, "run", True) is False:
                     cb.run = True
 
-    def __getattr__(self, name: str) -> Callable[[], None]:
-        if name in EVENT_NAMES:
-            return lambda: self(name)
-        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
+    if TYPE_CHECKING:  # the event methods are added below, after the class
+
+        def __getattr__(self, name: str) -> Callable[[], None]: ...
 
     def show_training_loop(self) -> str:
         """A text listing of which callbacks run at each event, in loop order.
@@ -222,6 +227,21 @@ class CallbackHandler:
                 indent = max(indent - 1, 0)
                 lines.append("  " * indent + "End " + name[6:].capitalize())
         return "\n".join(lines)
+
+
+def _event_method(name: str) -> Callable[[CallbackHandler], None]:
+    def fire(self: CallbackHandler) -> None:
+        self(name)
+
+    fire.__name__ = fire.__qualname__ = name
+    fire.__doc__ = f"Run the callbacks' ``{name}`` (same as ``handler({name!r})``)."
+    return fire
+
+
+# ``handler.after_batch()``: real methods rather than a ``__getattr__``, which would make
+# every attribute read in ``__call__`` take CPython's slow (unspecialized) path.
+for _name in EVENT_NAMES:
+    setattr(CallbackHandler, _name, _event_method(_name))
 
 
 def _order(cb: object) -> int:
