@@ -24,7 +24,7 @@ else:  # pragma: no cover
     from typing_extensions import Self
 
 from .callback import Callback, callback_name
-from .dialects import RunnerView, V1Flags, wrap_callback
+from .dialects import RunnerView, V1Flags, unwrap, wrap_callback
 from .distributed import is_global_zero
 from .handler import CallbackHandler
 
@@ -99,7 +99,7 @@ class CallbackHost:
     @property
     def cbs(self) -> list[Any]:
         """The callbacks as the user gave them, sorted by ``order`` (internal helpers excluded)."""
-        return [getattr(h, "wrapped", h) for h in self.cb_handler.cbs if not isinstance(h, V1Flags)]
+        return [unwrap(h) for h in self.cb_handler.cbs if not isinstance(h, V1Flags)]
 
     @property
     def device(self) -> torch.device:
