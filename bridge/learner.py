@@ -18,9 +18,11 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import CheckpointIO
 from torch import Tensor, nn
 
 from .callback import Callback
+from .checkpoint_io import AtomicCheckpointIO
 from .data import DataBunch, forward_exception, unrepeated
 from .distributed import atomic_save
 from .host import CallbackHost
@@ -287,6 +289,7 @@ class Learner(CallbackHost):
             callbacks = [callbacks]
         opts["callbacks"] = list(callbacks) + list(self._pl_cbs)
         _refuse_swa(opts["callbacks"])
+        opts["plugins"] = _with_atomic_io(opts.get("plugins"), opts.get("strategy"))
         has_ckpt = any(isinstance(c, ModelCheckpoint) for c in opts["callbacks"])
         if has_ckpt and "enable_checkpointing" not in {**self.trainer_options, **overrides}:
             opts["enable_checkpointing"] = True
@@ -658,6 +661,14 @@ def _interactive_output() -> bool:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):  # replaced or closed stdout
         return False
+
+
+def _with_atomic_io(plugins: Any, strategy: Any) -> Any:
+    """The Trainer's plugins plus :class:`AtomicCheckpointIO`, unless the user chose a checkpoint I/O."""
+    listed = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if any(isinstance(p, CheckpointIO) for p in listed) or getattr(strategy, "_checkpoint_io", None) is not None:
+        return plugins
+    return [*listed, AtomicCheckpointIO()]
 
 
 def _refuse_swa(callbacks: list[Any]) -> None:
