@@ -26,6 +26,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .data import DataBunch, forward_exception, unrepeated
 from .distributed import atomic_save
 from .host import CallbackHost
+from .interrupt import interrupt_raises
 from .metrics import as_metric, metric_name
 from .module import LearnerModule
 from .optim import NO_WD, Adam, OptFunc, param_groups, set_hyper
@@ -358,7 +359,7 @@ class Learner(CallbackHost):
             self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options}, for_fit=True)
             self.exception = None
             ship_state_back(trainer, self)
-            with _quiet(), warnings.catch_warnings():
+            with interrupt_raises(self), _quiet(), warnings.catch_warnings():
                 # The default checkpoint rewrites last.ckpt in place: its folder is meant to be full.
                 warnings.filterwarnings("ignore", f"Checkpoint directory {re.escape(str(self.checkpoint_dir))} exists")
                 trainer.fit(self.module, datamodule=self.dls, ckpt_path=ckpt_path)
@@ -372,7 +373,7 @@ class Learner(CallbackHost):
             self.trainer = trainer
             ship_state_back(trainer, self)
             try:
-                with _quiet():
+                with interrupt_raises(self), _quiet():
                     trainer.validate(self.module, datamodule=_EvalData(dl), verbose=False)
             finally:
                 self.stage = None
