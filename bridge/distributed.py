@@ -9,6 +9,7 @@ half-written file where a good one stood.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -123,6 +124,9 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    # Temp files of earlier writes of this file that a killed process left behind.
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
+        stale.unlink(missing_ok=True)
     return target
 
 

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .callback import Callback
 from .checkpoint_io import AtomicCheckpointIO
+from .checkpoint_timing import epoch_end_saves
 from .data import DataBunch, forward_exception, unrepeated
 from .distributed import atomic_save
 from .host import CallbackHost
@@ -50,6 +51,9 @@ _QUIET_WARNINGS = (
     ".*smaller than the logging interval.*",
     ".*does not have many workers.*",
     ".*LeafSpec.*",
+    # Lightning's advice for manual optimization and every_n_train_steps; a Learner saves
+    # after the whole batch, step included, which is what a resume needs.
+    ".*no pre-optimization state was saved.*",
 )
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -359,7 +363,7 @@ class Learner(CallbackHost):
             self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options}, for_fit=True)
             self.exception = None
             ship_state_back(trainer, self)
-            with interrupt_raises(self), _quiet(), warnings.catch_warnings():
+            with interrupt_raises(self), epoch_end_saves(trainer.callbacks), _quiet(), warnings.catch_warnings():
                 # The default checkpoint rewrites last.ckpt in place: its folder is meant to be full.
                 warnings.filterwarnings("ignore", f"Checkpoint directory {re.escape(str(self.checkpoint_dir))} exists")
                 trainer.fit(self.module, datamodule=self.dls, ckpt_path=ckpt_path)
