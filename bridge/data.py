@@ -36,7 +36,15 @@ def _check_dataset(arg: str, ds: object, required: bool = True) -> Dataset[Any] 
             f"DataBunch.from_datasets: `{arg}` must be a torch Dataset (or have __getitem__ and __len__), "
             f"got {type(ds).__name__}"
         )
-    if len(ds) == 0:  # type: ignore[arg-type]
+    if isinstance(ds, (str, bytes)):
+        raise TypeError(f"DataBunch.from_datasets: `{arg}` must be a torch Dataset, got {type(ds).__name__} {ds!r}")
+    try:
+        n = len(ds)
+    except TypeError as exc:  # e.g. a 0-d tensor
+        raise TypeError(
+            f"DataBunch.from_datasets: `{arg}` must be a torch Dataset with a length, got {type(ds).__name__} ({exc})"
+        ) from exc
+    if n == 0:
         raise ValueError(f"DataBunch.from_datasets: `{arg}` is empty (len 0); it needs at least one item")
     return ds  # type: ignore[return-value]
 
@@ -131,8 +139,16 @@ class DataBunch(pl.LightningDataModule):
         for arg, value in (("bs", bs), ("val_bs", bs if val_bs is None else val_bs)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"DataBunch.from_datasets: `{arg}` must be an int >= 1, got {value!r}")
-        if not isinstance(num_workers, int) or num_workers < 0:
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
             raise ValueError(f"DataBunch.from_datasets: `num_workers` must be an int >= 0, got {num_workers!r}")
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(
+                "DataBunch.from_datasets: `collate_fn` must be callable as collate_fn(list of items) or None, "
+                f"got {collate_fn!r}"
+            )
+        for arg, flag in (("shuffle", shuffle), ("drop_last", drop_last), ("pin_memory", pin_memory)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"DataBunch.from_datasets: `{arg}` must be a bool, got {flag!r}")
         vbs = bs if val_bs is None else val_bs
         common: dict[str, Any] = dict(
             num_workers=num_workers,

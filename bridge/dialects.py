@@ -160,7 +160,7 @@ def dialect_of(cb: object) -> str:
     if _defined(cb, COURSE_EVENTS) or _defined(cb, EVENT_NAMES):
         return "v2"  # only names shared by v2 and course-v3 (after_batch, ...): v2 semantics
     raise TypeError(
-        f"add_cb: {type(cb).__name__} defines no known event method; a callback needs at least one fastai v2 "
+        f"`cbs`: {type(cb).__name__} defines no known event method; a callback needs at least one fastai v2 "
         f"event ({', '.join(e for e in EVENT_NAMES if e != 'after_create')}), course-v3 method "
         f"({', '.join(COURSE_EVENTS)}) or fastai v1 method ({', '.join(V1_EVENTS)})"
     )

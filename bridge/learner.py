@@ -85,6 +85,65 @@ def _check_lr(lr: object, where: str = "Learner") -> float:
     return float(lr)
 
 
+def _check_wd(wd: object, where: str) -> None:
+    if wd is None:
+        return
+    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+        raise ValueError(f"{where}: `wd` must be a finite number >= 0 or None, got {wd!r}")
+
+
+def _check_moms(moms: object) -> None:
+    if (
+        not isinstance(moms, (tuple, list))
+        or len(moms) != 3
+        or not all(isinstance(m, (int, float)) and not isinstance(m, bool) and 0.0 <= m <= 1.0 for m in moms)
+    ):
+        raise ValueError(f"Learner: `moms` must be 3 numbers in [0, 1] (start, middle, end), got {moms!r}")
+
+
+def _check_path(value: object, name: str, where: str) -> str:
+    text = os.fspath(value) if isinstance(value, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        raise TypeError(f"{where}: `{name}` must be a path (str or os.PathLike), got {type(value).__name__}")
+    if "\x00" in text:
+        raise ValueError(f"{where}: `{name}` must be a path without NUL characters, got {value!r}")
+    return text
+
+
+#: ``ckpt_path`` values that Lightning resolves itself (plus ``registry:<name>...`` and URLs).
+_CKPT_SPECIAL = frozenset({"last", "best", "hpc", "registry"})
+
+
+def _check_ckpt_path(ckpt_path: object) -> None:
+    if ckpt_path is None:
+        return
+    text = _check_path(ckpt_path, "ckpt_path", "fit")
+    if isinstance(ckpt_path, str) and (text in _CKPT_SPECIAL or text.lower().startswith("registry:") or "://" in text):
+        return
+    if not os.path.isfile(text):
+        raise FileNotFoundError(
+            f"fit: `ckpt_path` {text!r} is not a checkpoint file; give a file written by Lightning, "
+            "one of 'last', 'best', 'hpc', 'registry', or use resume=True"
+        )
+
+
+def _call_splitter(splitter: Callable[[nn.Module], Any], model: nn.Module) -> list[list[nn.Parameter]]:
+    # Only the call and the reading of its result are wrapped: a wrong signature or a result
+    # of the wrong shape names `splitter` instead of failing inside param_groups or torch.
+    try:
+        splits = [list(split) for split in splitter(model)]
+    except (TypeError, ValueError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"Learner: `splitter`(model) must return lists of parameters: {exc}") from exc
+    for split in splits:
+        for p in split:
+            if not isinstance(p, Tensor):
+                raise TypeError(
+                    f"Learner: `splitter`(model) must return lists of parameters, got a {type(p).__name__} in a list"
+                )
+    return splits
+
+
 def trainable_params(model: nn.Module) -> list[list[nn.Parameter]]:
     """fastai's default splitter: one group with every parameter that requires grad.
 
@@ -172,8 +231,11 @@ class Learner(CallbackHost):
             raise TypeError(f"Learner: `opt_func` must be callable as opt_func(params, lr=...), got {opt_func!r}")
         if not callable(splitter):
             raise TypeError(f"Learner: `splitter` must be callable as splitter(model), got {splitter!r}")
-        if wd is not None and (isinstance(wd, bool) or not isinstance(wd, (int, float)) or wd < 0):
-            raise ValueError(f"Learner: `wd` must be a number >= 0 or None, got {wd!r}")
+        _check_wd(wd, "Learner")
+        _check_moms(moms)
+        if path is not None:
+            _check_path(path, "path", "Learner")
+        _check_path(model_dir, "model_dir", "Learner")
         _check_trainer_options("Learner", trainer_options)
 
         super().__init__()
@@ -253,8 +315,11 @@ class Learner(CallbackHost):
         Example:
             >>> # learn.create_opt(); learn.opt.param_groups[0]["lr"]
         """
-        groups = param_groups(self.model, self.splitter(self.model), self.wd_bn_bias)
-        opt = self.opt_func(groups, lr=self.lr)
+        groups = param_groups(self.model, _call_splitter(self.splitter, self.model), self.wd_bn_bias)
+        try:
+            opt = self.opt_func(groups, lr=self.lr)
+        except TypeError as exc:
+            raise TypeError(f"Learner: `opt_func` must be callable as opt_func(param_groups, lr=...): {exc}") from exc
         if not isinstance(opt, torch.optim.Optimizer):
             raise TypeError(f"Learner: `opt_func` returned {type(opt).__name__}, not a torch.optim.Optimizer")
         for group in opt.param_groups:
@@ -339,6 +404,9 @@ class Learner(CallbackHost):
         _check_epochs(n_epoch)
         if lr is not None:
             _check_lr(lr, "fit")
+        _check_wd(wd, "fit")
+        if not resume:  # with resume=True a ckpt_path is refused below
+            _check_ckpt_path(ckpt_path)
         _check_trainer_options("fit", trainer_options)
         if resume:
             if ckpt_path is not None:

@@ -212,8 +212,14 @@ class LearnerModule(pl.LightningModule):
             learn.pred = learn.model(*learn.xb)
             cbs("after_pred")
             if learn.yb:
-                self._refs.set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
-                self._refs.clone = learn.loss = learn.loss_grad.clone()
+                try:
+                    loss = learn.loss_func(learn.pred, *learn.yb)
+                except TypeError as exc:
+                    raise _loss_call_error(exc) from exc
+                if not isinstance(loss, Tensor):
+                    raise _loss_type_error(loss)
+                self._refs.set = learn.loss_grad = loss
+                self._refs.clone = learn.loss = loss.clone()
             cbs("after_loss")
             if learn.yb:
                 self._backward(learn, cbs)
@@ -306,8 +312,14 @@ class LearnerModule(pl.LightningModule):
                 learn.pred = learn.model(*learn.xb)
                 cbs("after_pred")
                 if learn.yb:
-                    self._refs.set = learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
-                    self._refs.clone = learn.loss = learn.loss_grad.clone()
+                    try:
+                        loss = learn.loss_func(learn.pred, *learn.yb)
+                    except TypeError as exc:
+                        raise _loss_call_error(exc) from exc
+                    if not isinstance(loss, Tensor):
+                        raise _loss_type_error(loss)
+                    self._refs.set = learn.loss_grad = loss
+                    self._refs.clone = learn.loss = loss.clone()
                 cbs("after_loss")
                 loop.open_level("backward")
 
@@ -389,14 +401,30 @@ class LearnerModule(pl.LightningModule):
                 learn.pred = learn.model(*learn.xb)
                 cbs("after_pred")
                 if learn.yb:
-                    learn.loss_grad = learn.loss_func(learn.pred, *learn.yb)
-                    learn.loss = learn.loss_grad.clone()
+                    try:
+                        loss = learn.loss_func(learn.pred, *learn.yb)
+                    except TypeError as exc:
+                        raise _loss_call_error(exc) from exc
+                    if not isinstance(loss, Tensor):
+                        raise _loss_type_error(loss)
+                    learn.loss_grad = loss
+                    learn.loss = loss.clone()
                 cbs("after_loss")
             except CancelBatchException:
                 cbs("after_cancel_batch")
             cbs("after_batch")
         except CancelException as exc:
             loop.guard(_raiser(exc))  # under DDP: deferred to the agreement at validation end
+
+
+def _loss_call_error(exc: TypeError) -> TypeError:
+    return TypeError(
+        f"Learner: `loss_func`(pred, *yb) raised TypeError: {exc}; it must be callable as loss_func(pred, *yb)"
+    )
+
+
+def _loss_type_error(loss: object) -> TypeError:
+    return TypeError(f"Learner: `loss_func` must return a tensor, got {type(loss).__name__}")
 
 
 def _raiser(exc: BaseException) -> Any:

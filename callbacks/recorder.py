@@ -51,13 +51,16 @@ class Recorder(Callback):
     order = 50
 
     def __init__(self, add_time: bool = True, train_metrics: bool = False, beta: float = 0.98) -> None:
+        for name, flag in (("add_time", add_time), ("train_metrics", train_metrics)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"Recorder: `{name}` must be a bool, got {flag!r}")
         if train_metrics:
             raise NotImplementedError(
                 "Recorder: `train_metrics=True` (metrics on training batches) is not supported yet; "
                 "metrics are computed on the validation set"
             )
-        if not 0.0 <= beta < 1.0:
-            raise ValueError(f"Recorder: `beta` must be in [0, 1), got {beta!r}")
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+            raise ValueError(f"Recorder: `beta` must be a number in [0, 1), got {beta!r}")
         self.add_time = add_time
         self.train_metrics = train_metrics
         self.beta = beta

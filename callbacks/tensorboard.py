@@ -42,7 +42,8 @@ class TensorBoardCallback(Callback):
     - hyper-parameters at ``before_fit`` (``lr``, ``wd``, ``n_epoch``, ``bs``, optimizer,
       model, loss, metrics, ``world_size``);
     - ``hist_every=n``: weight and gradient histograms every ``n`` training steps
-      (``weights/<param>``, ``grads/<param>``, after the step; step = steps done);
+      (``weights/<param>``, ``grads/<param>``, after the step; step = steps done; their
+      finite values only, none for an empty or all-nan tensor);
     - ``log_images=True``: the first ``n_images`` inputs of each epoch's first batch when
       they look like images (``N x C x H x W`` with 1 or 3 channels), min-max scaled;
     - ``trace_model=True``: the model graph, traced once in eval mode without grad;
@@ -70,8 +71,12 @@ class TensorBoardCallback(Callback):
         n_images: int = 8,
     ) -> None:
         where = "TensorBoardCallback"
-        if log_dir is not None and (not isinstance(log_dir, (str, os.PathLike)) or not str(log_dir)):
+        if log_dir is not None and (
+            not isinstance(log_dir, (str, os.PathLike)) or not isinstance(os.fspath(log_dir), str) or not str(log_dir)
+        ):
             raise TypeError(f"{where}: `log_dir` must be a folder path (str) or None, got {log_dir!r}")
+        if log_dir is not None and "\x00" in os.fspath(log_dir):
+            raise ValueError(f"{where}: `log_dir` must be a folder path without NUL characters, got {log_dir!r}")
         for name, flag in (("trace_model", trace_model), ("log_preds", log_preds), ("log_images", log_images)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{where}: `{name}` must be a bool, got {flag!r}")
@@ -168,9 +173,17 @@ class TensorBoardCallback(Callback):
         if self.writer is None or self.hist_every is None or step % self.hist_every:
             return
         for name, p in learn.model.named_parameters():
-            self.writer.add_histogram(f"weights/{name}", p.detach().float().cpu(), step)
+            self._histogram(f"weights/{name}", p, step)
             if p.grad is not None:
-                self.writer.add_histogram(f"grads/{name}", p.grad.detach().float().cpu(), step)
+                self._histogram(f"grads/{name}", p.grad, step)
+
+    def _histogram(self, tag: str, t: Tensor, step: int) -> None:
+        # TensorBoard cannot bin an empty tensor, nor one with only nan values ("The histogram
+        # is empty"): histograms show the finite values, and none is written when there are none.
+        values = t.detach().float().cpu().flatten()
+        values = values[torch.isfinite(values)]
+        if values.numel():
+            self.writer.add_histogram(tag, values, step)
 
     def before_validate(self) -> None:
         self._preds = []

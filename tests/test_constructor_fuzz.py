@@ -11,6 +11,7 @@ the argument, or succeeds; when it succeeds, a tiny real fit with the result (2 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import warnings
@@ -25,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from bridge import SGD, Adam, AvgMetric, Learner
+from bridge import SGD, Adam, AvgMetric, DataBunch, Learner
 from callbacks import (
     CSVLogger,
     CutMix,
@@ -35,6 +36,7 @@ from callbacks import (
     LRFinder,
     MixUp,
     ParamScheduler,
+    Recorder,
     ReduceLROnPlateau,
     SaveModelCallback,
     SchedCos,
@@ -42,6 +44,7 @@ from callbacks import (
     SchedLin,
     SchedNo,
     SchedPoly,
+    TensorBoardCallback,
     TrackerCallback,
     combine_scheds,
     combined_cos,
@@ -51,7 +54,7 @@ from callbacks import (
     fit_sgdr,
     lr_find,
 )
-from tests.helpers import make_learner
+from tests.helpers import QUIET, make_learner, make_model
 
 MAX_EXAMPLES = 40
 
@@ -96,8 +99,11 @@ class Target:
     make: Callable[..., Any]
     valid: dict[str, list[Any]]
     use: str = "cb"  # "cb": fit with it as a callback; "sched": fit with ParamScheduler({"lr": it});
-    # "opt": fit with opt_func=partial(it, ...); "metric": fit with it as a metric; "done": the call was the fit
+    # "opt": fit with opt_func=partial(it, ...); "metric": fit with it as a metric; "done": the call was the fit;
+    # "learner": fit the Learner it built
     skip_fit: Callable[[str, Any], bool] = field(default=lambda arg, value: False)
+    #: another name an error may give the argument by (the object the target built from it)
+    aliases: dict[str, str] = field(default_factory=dict)
 
 
 def _lf(learn: Learner, **kw: Any) -> Any:
@@ -283,6 +289,78 @@ TARGETS: list[Target] = [
         use="metric",
     ),
     Target("freeze_to", lambda learn, **kw: learn.freeze_to(**kw), {"n": [0, -1, 1]}, use="done"),
+    Target(
+        "Learner",
+        lambda learn, **kw: Learner(
+            learn.dls,
+            make_model(),
+            **{"loss_func": nn.CrossEntropyLoss(), "path": learn.path, "enable_checkpointing": False, **QUIET, **kw},
+        ),
+        {
+            "loss_func": [nn.CrossEntropyLoss()],
+            "opt_func": [Adam, SGD],
+            "lr": [1e-3, 0.1],
+            "splitter": [lambda m: [list(m.parameters())]],
+            "cbs": [None, []],
+            "metrics": [None, [_accuracy]],
+            "path": ["run"],
+            "model_dir": ["models", "m"],
+            "wd": [None, 0.0, 0.1],
+            "moms": [(0.95, 0.85, 0.95), [0.9, 0.9, 0.9]],
+        },
+        use="learner",
+        # A plain function in `metrics` becomes AvgMetric(func): its failures name AvgMetric and `func`.
+        aliases={"metrics": "AvgMetric"},
+        # A numpy ufunc as loss_func fails inside numpy (a tensor that requires grad), its own error.
+        skip_fit=lambda arg, value: arg == "loss_func" and isinstance(value, np.ufunc),
+    ),
+    Target(
+        "fit",
+        lambda learn, **kw: learn.fit(**{"n_epoch": 1, **TINY, **kw}),
+        {
+            "n_epoch": [1, 2],
+            "lr": [None, 1e-3],
+            "wd": [None, 0.0, 0.01],
+            "cbs": [None, []],
+            "reset_opt": [False, True],
+            "ckpt_path": [None],
+        },
+        use="done",
+    ),
+    Target(
+        "DataBunch.from_datasets",
+        lambda learn, **kw: DataBunch.from_datasets(
+            **{"train_ds": learn.dls.train_ds, "valid_ds": learn.dls.valid_ds, **kw}
+        ),
+        {
+            "test_ds": [None],
+            "bs": [1, 64],
+            "val_bs": [None, 3],
+            "num_workers": [0],
+            "shuffle": [True, False],
+            "drop_last": [False, True],
+            "collate_fn": [None],
+            "pin_memory": [False],
+            "c": [None, 2],
+            "n_inp": [1],
+        },
+        use="done",  # a collate_fn that fails is the user's own function failing at the first batch
+    ),
+    Target("Recorder", lambda learn, **kw: Recorder(**kw), {"add_time": [True], "beta": [0.0, 0.98]}, use="done"),
+    Target(
+        "TensorBoardCallback",
+        _cb(TensorBoardCallback),
+        {
+            "log_dir": [None],
+            "trace_model": [False, True],
+            "log_preds": [False, True],
+            "n_preds": [1, 9],
+            "hist_every": [None, 1, 3],
+            "log_images": [False],
+            "n_images": [1, 8],
+        },
+        skip_fit=lambda arg, value: arg == "log_dir",  # relative folders would land in the working directory
+    ),
 ]
 
 
@@ -306,13 +384,17 @@ def exercise(target: Target, learn: Learner, arg: str, value: Any) -> None:
             elif target.use == "metric":
                 learn.metrics = [made]
                 learn.fit(1, **TINY)
+            elif target.use == "learner":
+                with contextlib.chdir(learn.path):  # a relative `path` stays in the temporary folder
+                    made.fit(1, **TINY)
             elif target.use.startswith("opt:"):
                 func = {"Adam": Adam, "SGD": SGD}[target.use[4:]]
                 func([nn.Parameter(torch.zeros(2))], **made)  # the constructor itself
                 learn.opt_func = lambda params, lr: func(params, **{"lr": lr, **made})
                 learn.fit(1, reset_opt=True, **TINY)
-    except (TypeError, ValueError) as exc:
-        assert names_arg(exc, arg), f"{target.name}({arg}={value!r}): {type(exc).__name__} does not name `{arg}`: {exc}"
+    except (TypeError, ValueError, FileNotFoundError) as exc:  # FileNotFoundError: fit's `ckpt_path`
+        named = names_arg(exc, arg) or (arg in target.aliases and names_arg(exc, target.aliases[arg]))
+        assert named, f"{target.name}({arg}={value!r}): {type(exc).__name__} does not name `{arg}`: {exc}"
     except Exception as exc:
         raise AssertionError(f"{target.name}({arg}={value!r}) failed with {type(exc).__name__}: {exc}") from exc
     finally:

@@ -59,8 +59,8 @@ def _params() -> list[nn.Parameter]:
 Row = tuple[str, Callable[[Path], Any], type[Exception], str]
 
 
-def _learn(p: Path) -> Learner:
-    return make_learner(p, enable_checkpointing=False)
+def _learn(p: Path, **kw: Any) -> Learner:
+    return make_learner(p, enable_checkpointing=False, **kw)
 
 
 AT_CONSTRUCTION: list[Row] = [
@@ -127,7 +127,12 @@ AT_CONSTRUCTION: list[Row] = [
     ("csv_append", lambda p: CSVLogger(append="no"), TypeError, r"`append`.*bool.*'no'"),
     ("recorder_beta", lambda p: Recorder(beta=1.0), ValueError, r"`beta`.*\[0, 1\).*1\.0"),
     ("recorder_train_metrics", lambda p: Recorder(train_metrics=True), NotImplementedError, r"`train_metrics=True`"),
+    ("recorder_beta_str", lambda p: Recorder(beta="a"), ValueError, r"`beta`.*number in \[0, 1\).*'a'"),
+    ("recorder_beta_bool", lambda p: Recorder(beta=True), ValueError, r"`beta`.*number in \[0, 1\).*True"),
+    ("recorder_train_metrics_int", lambda p: Recorder(train_metrics=1), TypeError, r"`train_metrics`.*bool.*got 1"),
+    ("recorder_add_time_str", lambda p: Recorder(add_time="no"), TypeError, r"`add_time`.*bool.*'no'"),
     ("tb_log_dir", lambda p: TensorBoardCallback(log_dir=3), TypeError, r"`log_dir`.*folder path.*got 3"),
+    ("tb_log_dir_nul", lambda p: TensorBoardCallback(log_dir="a\x00b"), ValueError, r"`log_dir`.*NUL.*'a\\x00b'"),
     ("tb_trace_model", lambda p: TensorBoardCallback(trace_model="y"), TypeError, r"`trace_model`.*bool.*'y'"),
     ("tb_n_preds", lambda p: TensorBoardCallback(n_preds=0), ValueError, r"`n_preds`.*int >= 1.*got 0"),
     ("tb_hist_every", lambda p: TensorBoardCallback(hist_every=-1), ValueError, r"`hist_every`.*or None.*-1"),
@@ -331,6 +336,100 @@ AT_CONSTRUCTION: list[Row] = [
     ("adapter_n_inp", lambda p: LightningAdapter(n_inp=0), ValueError, r"`n_inp`.*int >= 1.*got 0"),
     ("adapter_split", lambda p: LightningAdapter(split=lambda b: b), ValueError, r"both `split` and `join`"),
     ("callback_no_events", lambda p: _learn(p).add_cb(object()), TypeError, r"object defines no known event method"),
+    ("learner_path_int", lambda p: make_learner(p, path=3), TypeError, r"`path`.*str or os\.PathLike.*got int"),
+    ("learner_path_nul", lambda p: make_learner(p, path="a\x00b"), ValueError, r"`path`.*without NUL.*'a\\x00b'"),
+    ("learner_model_dir_none", lambda p: make_learner(p, model_dir=None), TypeError, r"`model_dir`.*got NoneType"),
+    (
+        "learner_moms_short",
+        lambda p: make_learner(p, moms=(0.9,)),
+        ValueError,
+        r"`moms` must be 3 numbers in \[0, 1\] \(start, middle, end\), got \(0\.9,\)",
+    ),
+    ("learner_moms_range", lambda p: make_learner(p, moms=(0.9, 1.5, 0.9)), ValueError, r"`moms`.*1\.5"),
+    ("learner_moms_str", lambda p: make_learner(p, moms="abc"), ValueError, r"`moms`.*'abc'"),
+    ("learner_wd_nan", lambda p: make_learner(p, wd=NAN), ValueError, r"Learner: `wd`.*finite.*>= 0 or None.*nan"),
+    ("learner_wd_inf", lambda p: make_learner(p, wd=math.inf), ValueError, r"Learner: `wd`.*finite.*inf"),
+    ("fit_wd_str", lambda p: _learn(p).fit(1, wd="a"), ValueError, r"fit: `wd`.*finite number >= 0 or None.*'a'"),
+    ("fit_wd_neg", lambda p: _learn(p).fit(1, wd=-1e-2), ValueError, r"fit: `wd`.*-0\.01"),
+    ("fit_ckpt_path_int", lambda p: _learn(p).fit(1, ckpt_path=3), TypeError, r"fit: `ckpt_path`.*path.*got int"),
+    (
+        "fit_ckpt_path_missing",
+        lambda p: _learn(p).fit(1, ckpt_path=p / "nope.ckpt"),
+        FileNotFoundError,
+        r"fit: `ckpt_path` '.*nope\.ckpt' is not a checkpoint file.*'last', 'best', 'hpc', 'registry'",
+    ),
+    ("fit_ckpt_path_dir", lambda p: _learn(p).fit(1, ckpt_path=str(p)), FileNotFoundError, r"`ckpt_path`.*not a"),
+    (
+        "learner_splitter_arity",
+        lambda p: _learn(p, splitter=lambda: []).fit(1),
+        TypeError,
+        r"Learner: `splitter`\(model\) must return lists of parameters: .*takes 0 positional",
+    ),
+    (
+        "learner_splitter_not_lists",
+        lambda p: _learn(p, splitter=lambda m: 3).fit(1),
+        TypeError,
+        r"`splitter`\(model\) must return lists of parameters: 'int' object is not iterable",
+    ),
+    (
+        "learner_splitter_items",
+        lambda p: _learn(p, splitter=lambda m: [[1.0]]).fit(1),
+        TypeError,
+        r"`splitter`\(model\) must return lists of parameters, got a float",
+    ),
+    (
+        "learner_opt_func_signature",
+        lambda p: _learn(p, opt_func=lambda params: None).fit(1),
+        TypeError,
+        r"`opt_func` must be callable as opt_func\(param_groups, lr=\.\.\.\): .*unexpected keyword argument 'lr'",
+    ),
+    (
+        "learner_loss_print",
+        lambda p: _learn(p, loss_func=print).fit(1),
+        TypeError,
+        r"Learner: `loss_func` must return a tensor, got NoneType",
+    ),
+    (
+        "learner_loss_float",
+        lambda p: _learn(p, loss_func=lambda pred, y: 0.5).fit(1),
+        TypeError,
+        r"`loss_func` must return a tensor, got float",
+    ),
+    (
+        "learner_loss_arity",
+        lambda p: _learn(p, loss_func=lambda pred: pred.sum()).fit(1),
+        TypeError,
+        r"`loss_func`\(pred, \*yb\) raised TypeError: .*takes 1 positional argument",
+    ),
+    (
+        "validate_loss_float",
+        lambda p: _learn(p, loss_func=lambda pred, y: 0.5).validate(),
+        TypeError,
+        r"`loss_func` must return a tensor, got float",
+    ),
+    ("learner_cbs_int", lambda p: make_learner(p, cbs=[3]), TypeError, r"^`cbs`: int defines no known event method"),
+    ("fit_cbs_int", lambda p: _learn(p).fit(1, cbs=[3]), TypeError, r"^`cbs`: int defines no known event method"),
+    ("adapter_cbs_int", lambda p: LightningAdapter(cbs=[3]), TypeError, r"^`cbs`: int defines no known event method"),
+    (
+        "from_datasets_collate",
+        lambda p: DataBunch.from_datasets(DS, DS, collate_fn=0),
+        TypeError,
+        r"`collate_fn` must be callable.*or None, got 0",
+    ),
+    (
+        "from_datasets_workers_bool",
+        lambda p: DataBunch.from_datasets(DS, DS, num_workers=True),
+        ValueError,
+        r"`num_workers`.*int >= 0.*True",
+    ),
+    ("from_datasets_str", lambda p: DataBunch.from_datasets("abc", DS), TypeError, r"`train_ds`.*Dataset.*str 'abc'"),
+    (
+        "from_datasets_0d_tensor",
+        lambda p: DataBunch.from_datasets(DS, torch.tensor(3.0)),
+        TypeError,
+        r"`valid_ds` must be a torch Dataset with a length, got Tensor",
+    ),
+    ("from_datasets_shuffle", lambda p: DataBunch.from_datasets(DS, DS, shuffle="y"), TypeError, r"`shuffle`.*bool"),
 ]
 
 

@@ -17,7 +17,7 @@ from torch.utils.data import TensorDataset
 
 from bridge import Callback, DataBunch
 from callbacks import CSVLogger, TensorBoardCallback
-from tests.helpers import make_learner
+from tests.helpers import make_learner, make_model
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -165,3 +165,37 @@ def test_tensorboard_own_writer_without_logger_and_images(tmp_path: Path) -> Non
 def test_tensorboard_bad_arguments(kwargs: dict[str, Any], exc: type, word: str) -> None:
     with pytest.raises(exc, match=f"TensorBoardCallback: `{word}`"):
         TensorBoardCallback(**kwargs)
+
+
+class OddParams(nn.Module):
+    """The test model plus unused parameters (no grad): all nan, partly finite, and an empty one (empty grad)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = make_model()
+        self.unused_nan = nn.Parameter(torch.full((3,), float("nan")))
+        self.partial = nn.Parameter(torch.tensor([1.0, float("inf"), float("nan"), -2.5]))
+        self.empty = nn.Parameter(torch.zeros(0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x) + self.empty.sum()
+
+
+def test_tensorboard_histograms_every_step_of_finite_values_only(tmp_path: Path) -> None:
+    # TensorBoard cannot bin an empty or an all-nan tensor: these used to crash the fit.
+    learn = make_learner(tmp_path, model=OddParams())
+    learn.fit(1, cbs=TensorBoardCallback(hist_every=1))
+    acc = events(tmp_path / "runs")
+    n_iter = learn.n_iter_per_epoch()
+    tags = set(acc.Tags()["histograms"])
+    for name in ("body.0.weight", "body.0.bias", "body.2.weight", "body.2.bias"):
+        assert f"weights/{name}" in tags and f"grads/{name}" in tags
+        assert [h.step for h in acc.Histograms(f"weights/{name}")] == list(range(1, n_iter + 1))
+    assert not tags & {"weights/unused_nan", "grads/unused_nan", "weights/empty", "grads/empty"}
+    final = acc.Histograms("weights/body.2.bias")[-1].histogram_value
+    bias = learn.model.body[2].bias.detach()
+    assert final.num == 2 and final.sum == pytest.approx(float(bias.sum()), rel=1e-5)
+    assert (final.min, final.max) == pytest.approx((float(bias.min()), float(bias.max())), rel=1e-6)
+    assert torch.isnan(learn.model.unused_nan).all()  # left alone: no grad, no step
+    partial = acc.Histograms("weights/partial")[-1].histogram_value
+    assert (partial.num, partial.sum, partial.min, partial.max) == (2, -1.5, -2.5, 1.0)  # the finite values only
