@@ -221,3 +221,64 @@ def test_ddp_spawn_returns_what_the_user_needs(tmp_path: Path) -> None:
     assert r["values"][-1][1] == pytest.approx(r["best_epoch_value"])  # best at the last epoch here
     assert r["valley"] is not None and r["valley"] > 0
     assert r["lr_find_losses"] >= 6  # the lr finder's curve came back too
+
+
+RESUME = """
+import os
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint
+from bridge import Callback, CancelFitException
+from tests.helpers import make_data, make_learner
+
+DDP = dict(accelerator="cpu", devices=2, strategy="ddp")
+
+class Seen(Callback):
+    def __init__(self, stop=None): self.seen, self.stop = [], stop
+    def before_batch(self):
+        if self.training:
+            if (self.epoch, self.iter) == self.stop:
+                raise CancelFitException()  # both ranks: the run stops after epoch 1's batch 1
+            self.seen.append([self.epoch, self.iter, self.xb[0][:, 1].tolist()])
+
+def learner(path, cb):
+    os.makedirs(path, exist_ok=True)
+    return make_learner(path, data=make_data(n=192, n_valid=64, bs=16), cbs=[cb], lr=1e-2)
+
+straight = learner("a", Seen())
+straight.fit(3, **DDP)  # the default per-epoch checkpoint, written under DDP
+default_ckpt = torch.load("a/checkpoints/last.ckpt", weights_only=True)
+
+stopped = learner("b", Seen(stop=(1, 2)))
+every_step = ModelCheckpoint(dirpath="b/checkpoints", filename="last", every_n_train_steps=1,
+                             enable_version_counter=False)
+stopped.fit(3, cbs=[every_step], **DDP)
+dist.barrier()
+resumed = learner("b", Seen())
+resumed.fit(3, resume=True, **DDP)
+
+weights = lambda learn: torch.cat([p.detach().flatten() for p in learn.model.parameters()]).tolist()
+dump({
+    "rank": dist.get_rank(),
+    "default_ckpt_epoch": default_ckpt["epoch"],
+    "straight_seen": straight.seen.seen, "resumed_seen": resumed.seen.seen,
+    "straight_weights": weights(straight), "resumed_weights": weights(resumed),
+    "straight_values": straight.recorder.values, "resumed_values": resumed.recorder.values,
+    "files": sorted(os.listdir("b/checkpoints")),
+})
+"""
+
+
+@pytest.mark.ddp
+def test_checkpoint_and_mid_epoch_resume_under_ddp(tmp_path: Path) -> None:
+    r0, r1 = run_script(RESUME, tmp_path, timeout=240)
+    for r in (r0, r1):
+        assert r["default_ckpt_epoch"] == 2  # the default checkpoint is on under DDP, at each epoch end
+        assert r["resumed_seen"][0][:2] == [1, 2]  # resumed with epoch 1's batch 2 ...
+        start = r["straight_seen"].index(r["resumed_seen"][0])
+        assert r["resumed_seen"] == r["straight_seen"][start:]  # ... and this rank's very shard from there
+        assert r["resumed_weights"] == r["straight_weights"]  # bit-identical to the run never stopped
+        assert r["resumed_values"] == r["straight_values"]
+        assert r["files"] == ["last.ckpt"]  # one file, written whole (no temp debris)
+    assert r0["resumed_seen"] != r1["resumed_seen"]  # each rank resumed its own shard
+    assert r0["resumed_weights"] == r1["resumed_weights"]
