@@ -56,8 +56,8 @@ def epoch_end_saves(callbacks: Iterable[Any]) -> Iterator[None]:
     """
     patched = [cb for cb in callbacks if _steps_based(cb) and "on_train_batch_end" not in vars(cb)]
     for cb in patched:
-        cb.on_train_batch_end = MethodType(_on_train_batch_end, cb)  # type: ignore[method-assign]
-        cb.on_train_epoch_end = MethodType(_on_train_epoch_end, cb)  # type: ignore[method-assign]
+        cb.on_train_batch_end = MethodType(_on_train_batch_end, cb)
+        cb.on_train_epoch_end = MethodType(_on_train_epoch_end, cb)
     try:
         yield
     finally:

@@ -106,7 +106,7 @@ class DataBunch(pl.LightningDataModule):
         self.n_inp = n_inp
 
     @classmethod
-    def from_datasets(
+    def from_datasets(  # type: ignore[override]  # fastai's names and arguments, not Lightning's
         cls,
         train_ds: Dataset[Any],
         valid_ds: Dataset[Any],

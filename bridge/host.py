@@ -104,7 +104,8 @@ class CallbackHost:
     @property
     def device(self) -> torch.device:
         """Where the model's parameters are."""
-        return next(self.model.parameters()).device
+        param: torch.nn.Parameter = next(self.model.parameters())
+        return param.device
 
     def n_iter_per_epoch(self) -> int:
         """Training batches per epoch in this process (after Lightning's distributed sampler).

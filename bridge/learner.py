@@ -193,6 +193,8 @@ class Learner(CallbackHost):
         1
     """
 
+    module: LearnerModule
+
     def __init__(
         self,
         data: DataBunch,
@@ -269,7 +271,8 @@ class Learner(CallbackHost):
     @property
     def data(self) -> DataBunch:
         """fastai v1 name of ``dls``."""
-        return self.dls
+        data: DataBunch = self.dls
+        return data
 
     @contextlib.contextmanager
     def no_bar(self) -> Iterator[Learner]:
@@ -431,10 +434,11 @@ class Learner(CallbackHost):
             self.trainer = trainer = self._make_trainer({"max_epochs": n_epoch, **trainer_options}, for_fit=True)
             self.exception = None
             ship_state_back(trainer, self)
-            with interrupt_raises(self), epoch_end_saves(trainer.callbacks), _quiet(), warnings.catch_warnings():
+            saves = epoch_end_saves(trainer.callbacks)  # type: ignore[attr-defined]
+            with interrupt_raises(self), saves, _quiet(), warnings.catch_warnings():
                 # The default checkpoint rewrites last.ckpt in place: its folder is meant to be full.
                 warnings.filterwarnings("ignore", f"Checkpoint directory {re.escape(str(self.checkpoint_dir))} exists")
-                trainer.fit(self.module, datamodule=self.dls, ckpt_path=ckpt_path)
+                trainer.fit(self.module, datamodule=self.dls, ckpt_path=None if ckpt_path is None else str(ckpt_path))
 
     def _evaluate(self, dl: Any, cbs: Iterable[Any] | Any | None, stage: str) -> None:
         overrides: dict[str, Any] = {"logger": False, "enable_progress_bar": False}

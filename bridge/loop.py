@@ -306,6 +306,6 @@ def _make_sync(trainer: pl.Trainer) -> Callable[[list[float]], list[float]] | No
     def sync(flags: list[float]) -> list[float]:
         t = torch.tensor(flags, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return t.tolist()  # type: ignore[no-any-return]
+        return t.tolist()
 
     return sync

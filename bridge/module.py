@@ -224,7 +224,7 @@ class LearnerModule(pl.LightningModule):
             if learn.yb:
                 self._backward(learn, cbs)
                 self._step(learn, cbs)
-                learn.opt.zero_grad()
+                learn.opt.zero_grad()  # type: ignore[union-attr]  # set at fit start
         except CancelBatchException:
             cbs("after_cancel_batch")
         cbs("after_batch")
@@ -276,7 +276,7 @@ class LearnerModule(pl.LightningModule):
         if scaler is None:
             return False
         scale = scaler.get_scale()
-        skipped = scale < self._last_scale
+        skipped = bool(scale < self._last_scale)
         self._last_scale = scale
         return skipped
 
@@ -347,7 +347,7 @@ class LearnerModule(pl.LightningModule):
         if stepped:
             loop.guard(lambda: loop.close_level("step"))  # after_step
         if loop.deferred is None and loop.innermost("batch"):
-            learn.opt.zero_grad()
+            learn.opt.zero_grad()  # type: ignore[union-attr]  # set at fit start
         loop.guard(lambda: loop.close_level("batch"))  # after_batch
         loss = learn.loss
         return loss.detach() if isinstance(loss, Tensor) else None
@@ -362,7 +362,7 @@ class LearnerModule(pl.LightningModule):
         agreed = self.loop.agree()
         if "zero_grad" in agreed or "backward" in agreed:
             # Some rank's backward carried nothing: drop the batch's gradients everywhere.
-            self.learn.opt.zero_grad(set_to_none=True)
+            self.learn.opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]  # set at fit start
         return agreed
 
     def _restore_scaler(self) -> None:
@@ -376,6 +376,7 @@ class LearnerModule(pl.LightningModule):
         if scaler is None:
             return
         opt = self.learn.opt
+        assert opt is not None
         state = scaler._per_optimizer_states.get(id(opt))
         if not state or state.get("stage") is None or state["stage"].name != "UNSCALED":
             return
@@ -437,7 +438,7 @@ def _raiser(exc: BaseException) -> Any:
 def _rng_state() -> dict[str, Any]:
     """torch's CPU (and CUDA) generator states: what a resumed run needs to shuffle alike."""
     state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
