@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-batch overhead of fastlight's ``Learner.fit`` against plain PyTorch and bare Lightning.
 
-Run from the repository root (one process, one thread, about 8 minutes; ``--quick`` ~ half)::
+Run from the repository root (one process, one thread, about 6 minutes; ``--quick`` ~ half)::
 
     python tests/benchmarks/bench_overhead.py [--quick] [--clock cpu] [--only small] [--out bench.json]
 
@@ -20,14 +20,17 @@ on the same ready-made batches: a ``DataLoader(batch_size=None)`` over a list of
     f3  d + 10 no-op course-v3 callbacks (begin_batch, ...)         [needs bridge.dialects]
     g   b + ``LightningAdapter`` with 10 no-op v2 callbacks          [needs bridge.LightningAdapter]
 
-Method: per-batch time = (time of a fit over N batches - time of a fit over n batches) /
-(N - n), so Trainer construction, set-up and teardown cancel out. Every variant is warmed
-up first. Each timed fit runs with the garbage collector disabled (after a
+Method: per-batch time = the time between fetching batch n and the last batch N-1 of a fit
+over N batches, divided by the N-1-n training steps in between. The loader is the
+stopwatch (every variant fetches a batch right before training on it), so Trainer
+construction, set-up, the epoch end (validation, checkpoint) and teardown are outside the
+window; only steady-state steps are timed, the same way for every variant. Every variant
+is warmed up first. Each timed fit runs with the garbage collector disabled (after a
 ``gc.collect()``), so no variant pays for a collection of another's garbage. A repeat
-times every variant once (long fits in one order, short fits in the reverse order; long
-or short first alternating), the order rotating between repeats; the variants whose
-ratio is budgeted (b,d / d,e on the small MLP, a,d / d,e on the compute-bound one) are
-neighbours in that order, so they are timed back to back under the same machine load.
+times every variant once, the order rotating (and reversing) between repeats; the
+variants whose ratio is budgeted (b,d / d,e on the small MLP, a,d / d,e on the
+compute-bound one) are neighbours in that order, so they are timed back to back under the
+same machine load.
 
 Why paired ratios: on a shared machine the load changes over minutes, so per-variant
 medians taken minutes apart differ by more than the overheads being measured (e/d came
@@ -108,16 +111,31 @@ BUDGET: dict[tuple[str, str], float] = {
 
 # -- data and models ---------------------------------------------------------------------------
 class Batches(Dataset):  # type: ignore[type-arg]
-    """Pre-built batches, served one per index (use with ``DataLoader(batch_size=None)``)."""
+    """Pre-built batches, served one per index (use with ``DataLoader(batch_size=None)``).
 
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.batches = batches
+    It is also the stopwatch: every variant fetches batch ``i`` right before training on
+    it (Lightning does not prefetch from a sized loader), so the clocks read when batch
+    ``start`` and the last batch are fetched bracket ``len - 1 - start`` whole training
+    steps, the same way in every variant, without set-up, epoch end or teardown.
+    """
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], start: int = 0) -> None:
+        self.batches, self.start = batches, start
+        self.stamps: dict[int, tuple[float, float]] = {}
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i == self.start or i == len(self.batches) - 1:
+            self.stamps[i] = (time.perf_counter(), time.process_time())
         return self.batches[i]
+
+    def per_batch(self) -> tuple[float, float]:
+        """(wall, CPU) seconds per training step inside the window of the last pass."""
+        (w0, c0), (w1, c1) = self.stamps[self.start], self.stamps[len(self.batches) - 1]
+        n = len(self.batches) - 1 - self.start
+        return (w1 - w0) / n, (c1 - c0) / n
 
 
 def make_batches(n: int, bs: int, n_in: int, n_out: int, device: torch.device, seed: int = 0) -> list[Any]:
@@ -130,8 +148,8 @@ def make_batches(n: int, bs: int, n_in: int, n_out: int, device: torch.device, s
     return out
 
 
-def loader(batches: list[Any]) -> DataLoader:  # type: ignore[type-arg]
-    return DataLoader(Batches(batches), batch_size=None, shuffle=False)
+def loader(batches: list[Any], start: int = 0) -> DataLoader:  # type: ignore[type-arg]
+    return DataLoader(Batches(batches, start), batch_size=None, shuffle=False)
 
 
 def make_model(sizes: tuple[int, ...], device: torch.device, seed: int = 0) -> nn.Module:
@@ -253,7 +271,7 @@ class Setup:
 
     def __post_init__(self) -> None:
         batches = make_batches(self.n_long, self.bs, self.sizes[0], self.sizes[-1], self.device)
-        self.long_dl = loader(batches)
+        self.long_dl = loader(batches, start=self.n_short)  # timed from batch n_short to the last
         self.short_dl = loader(batches[: self.n_short])
         self.valid_dl = loader(batches[:1])
 
@@ -403,24 +421,25 @@ def _sync(device: torch.device) -> None:
 
 
 def timed(s: Setup, v: Variant, dl: Any) -> tuple[float, float]:
-    """(wall, process CPU) seconds of one fit, with the garbage collector off while it runs.
+    """(wall, process CPU) seconds per training step of one fit over ``dl``, gc off while it runs.
 
-    A collection triggered inside one variant's timed fit would charge it for garbage
-    left by the others; collecting first and disabling gc while timing removes that.
+    Read from the loader's stopwatch (see :class:`Batches`). A collection triggered inside
+    one variant's fit would charge it for garbage left by the others; collecting first and
+    disabling gc while timing removes that.
     """
     run = v.prepare(s, dl)
     gc.collect()
     sink = io.StringIO()
+    dl.dataset.stamps.clear()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         _sync(s.device)
         gc.disable()
         try:
-            t0, c0 = time.perf_counter(), time.process_time()
             run()
             _sync(s.device)
-            return time.perf_counter() - t0, time.process_time() - c0
         finally:
             gc.enable()
+    return dl.dataset.per_batch()  # type: ignore[no-any-return]
 
 
 def schedule(vs: list[Variant], r: int) -> tuple[list[Variant], bool]:
@@ -444,16 +463,12 @@ def measure(s: Setup, vs: list[Variant], repeats: int, log: Callable[[str], None
     for v in vs:  # warm-up: imports, allocator, Lightning's first-fit costs
         timed(s, v, s.short_dl)
         timed(s, v, s.short_dl)
-    span = s.n_long - s.n_short
     for r in range(repeats):
-        order, long_first = schedule(vs, r)
-        first, second = (s.long_dl, s.short_dl) if long_first else (s.short_dl, s.long_dl)
-        t1 = {v.key: timed(s, v, first) for v in order}
-        t2 = {v.key: timed(s, v, second) for v in reversed(order)}
+        order, _ = schedule(vs, r)
+        t = {v.key: timed(s, v, s.long_dl) for v in order}
         for v in vs:
-            t_long, t_short = (t1[v.key], t2[v.key]) if long_first else (t2[v.key], t1[v.key])
-            v.wall.append((t_long[0] - t_short[0]) / span)
-            v.cpu.append((t_long[1] - t_short[1]) / span)
+            v.wall.append(t[v.key][0])
+            v.cpu.append(t[v.key][1])
         log(
             f"  [{s.name}] repeat {r + 1}/{repeats} ({clock} ms/batch): "
             + "  ".join(f"{v.key}={v.samples(clock)[-1] * 1e3:.3f}" for v in vs)
@@ -619,7 +634,7 @@ def table(results: dict[str, Any]) -> str:
         cfg = res["config"]
         sizes = "->".join(map(str, cfg["sizes"]))
         other = res["other_clock"]
-        span = f"(T[{cfg['n_long']}] - T[{cfg['n_short']}]) / {cfg['n_long'] - cfg['n_short']}"
+        span = f"steps {cfg['n_short']}..{cfg['n_long'] - 2} of a {cfg['n_long']}-batch fit, timed in the loader"
         lines.append(f"\n{model}: MLP {sizes}, batch {cfg['bs']}; ms per batch = {span}, {res['clock']} time")
         b = res["variants"].get("b", {}).get("median_ms")
         lines.append(
@@ -662,7 +677,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer batches (same repeats): about half the time")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    p.add_argument("--repeats", type=int, default=7, help="timed repeats per variant (>= 5 for the budget)")
+    p.add_argument("--repeats", type=int, default=11, help="timed repeats per variant (>= 5 for the budget)")
     p.add_argument("--only", choices=("small", "compute", "lr_find"), action="append", help="run only these parts")
     p.add_argument("--accelerator", default="cpu", choices=("cpu", "cuda"), help="where every variant runs")
     p.add_argument(
@@ -695,7 +710,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device": str(device),
             "repeats": args.repeats,
             "clock": args.clock,
-            "method": "per-batch = (T(fit over n_long batches) - T(fit over n_short batches)) / (n_long - n_short); "
+            "method": "per-batch = time between fetching batch n_short and the last batch of an n_long-batch fit, "
+            "over the steps in between (the loader is the stopwatch: no set-up, epoch end or teardown); "
             "gc collected before and disabled during each timed fit; interleaved repeats after warm-up; "
             "budget judged on paired ratios (median over repeats of the per-repeat ratio of neighbours "
             "timed back to back); ratios = ratio of medians, for reference",
