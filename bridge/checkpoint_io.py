@@ -57,18 +57,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             return super().load_checkpoint(path, map_location, True if weights_only is None else weights_only)
         except pickle.UnpicklingError as exc:
-            if "weights only" in str(exc).lower():
+            if "weights only" in str(exc).lower() and _is_zip(path):
                 raise pickle.UnpicklingError(
                     f"{str(path)!r} holds objects other than tensors and plain containers; fastlight loads "
                     f"checkpoints with weights_only=True, so no code in a file runs. Details: {exc}"
                 ) from exc
             raise _unreadable(path, exc) from exc
-        except (EOFError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-            raise _unreadable(path, exc) from exc
-        except RuntimeError as exc:
-            if "PytorchStreamReader" in str(exc) or "zip archive" in str(exc):
+        except (FileNotFoundError, PermissionError, IsADirectoryError):
+            raise
+        except Exception as exc:
+            # Garbage makes torch's reader fail in many ways (KeyError, IndexError, OSError, ...):
+            # a file that is not a whole zip archive is not a checkpoint, whatever the error.
+            if not _is_zip(path):
                 raise _unreadable(path, exc) from exc
             raise
+
+
+def _is_zip(path: _PATH) -> bool:
+    fs = get_filesystem(path)
+    if not isinstance(fs, LocalFileSystem):
+        return True  # remote: keep the original error
+    return zipfile.is_zipfile(str(path))
 
 
 def _unreadable(path: _PATH, exc: BaseException) -> RuntimeError:
