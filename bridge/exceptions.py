@@ -55,7 +55,8 @@ class CancelBatchException(CancelException):
     """Skip the rest of this batch (no step, no zero_grad); fires ``after_cancel_batch``.
 
     Example:
-        >>> raise CancelBatchException()  # doctest: +SKIP
+        >>> CancelBatchException.level  # in a callback: raise CancelBatchException()
+        'batch'
     """
 
     level = "batch"
@@ -65,7 +66,8 @@ class CancelBackwardException(CancelException):
     """Skip the backward pass of this batch; fires ``after_cancel_backward``.
 
     Example:
-        >>> raise CancelBackwardException()  # doctest: +SKIP
+        >>> CancelBackwardException.level  # in a callback: raise CancelBackwardException()
+        'backward'
     """
 
     level = "backward"
@@ -75,7 +77,8 @@ class CancelStepException(CancelException):
     """Skip the optimizer step of this batch; fires ``after_cancel_step``.
 
     Example:
-        >>> raise CancelStepException()  # doctest: +SKIP
+        >>> CancelStepException.level  # in a callback: raise CancelStepException()
+        'step'
     """
 
     level = "step"
@@ -85,7 +88,8 @@ class CancelTrainException(CancelException):
     """Skip the remaining training batches of this epoch (validation still runs).
 
     Example:
-        >>> raise CancelTrainException()  # doctest: +SKIP
+        >>> CancelTrainException.level  # in a callback: raise CancelTrainException()
+        'train'
     """
 
     level = "train"
@@ -95,7 +99,8 @@ class CancelValidException(CancelException):
     """Skip the remaining validation batches of this epoch.
 
     Example:
-        >>> raise CancelValidException()  # doctest: +SKIP
+        >>> CancelValidException.level  # in a callback: raise CancelValidException()
+        'validate'
     """
 
     level = "validate"
@@ -105,7 +110,8 @@ class CancelEpochException(CancelException):
     """Skip the rest of this epoch, validation included.
 
     Example:
-        >>> raise CancelEpochException()  # doctest: +SKIP
+        >>> CancelEpochException.level  # in a callback: raise CancelEpochException()
+        'epoch'
     """
 
     level = "epoch"
@@ -115,7 +121,8 @@ class CancelFitException(CancelException):
     """Stop training now; fires ``after_cancel_fit`` and ``after_fit``.
 
     Example:
-        >>> raise CancelFitException()  # doctest: +SKIP
+        >>> CancelFitException.level  # in a callback: raise CancelFitException()
+        'fit'
     """
 
     level = "fit"
