@@ -25,7 +25,7 @@ from .learner import Learner
 from .metrics import AvgMetric
 from .module import LearnerModule
 from .optim import SGD, Adam
-from .resumable import ResumableDataLoader
+from .resumable import EvalDataLoader, ResumableDataLoader
 
 __all__ = [
     "SGD",
@@ -42,6 +42,7 @@ __all__ = [
     "CancelTrainException",
     "CancelValidException",
     "DataBunch",
+    "EvalDataLoader",
     "Event",
     "Learner",
     "LearnerModule",

@@ -12,8 +12,8 @@ save is moved to the same epoch's ``on_train_epoch_end`` (after validation and
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
-from types import MethodType
 from typing import Any
 
 import lightning.pytorch as pl
@@ -56,8 +56,9 @@ def epoch_end_saves(callbacks: Iterable[Any]) -> Iterator[None]:
     """
     patched = [cb for cb in callbacks if _steps_based(cb) and "on_train_batch_end" not in vars(cb)]
     for cb in patched:
-        cb.on_train_batch_end = MethodType(_on_train_batch_end, cb)
-        cb.on_train_epoch_end = MethodType(_on_train_epoch_end, cb)
+        # functools.partial pickles (ddp_spawn sends the Trainer's callbacks to its workers); MethodType does not
+        cb.on_train_batch_end = functools.partial(_on_train_batch_end, cb)
+        cb.on_train_epoch_end = functools.partial(_on_train_epoch_end, cb)
     try:
         yield
     finally:

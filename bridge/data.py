@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, TensorDataset
 
-from .resumable import ResumableDataLoader
+from .resumable import EvalDataLoader, ResumableDataLoader
 
 __all__ = ["DataBunch", "forward_exception", "unrepeated"]
 
@@ -157,8 +157,8 @@ class DataBunch(pl.LightningDataModule):
             persistent_workers=num_workers > 0,
         )
         train_dl = ResumableDataLoader(train_ds, batch_size=bs, shuffle=shuffle, drop_last=drop_last, **common)
-        valid_dl = DataLoader(valid_ds, batch_size=vbs, shuffle=False, **common)
-        test_dl = DataLoader(test_ds, batch_size=vbs, shuffle=False, **common) if test_ds is not None else None
+        valid_dl = EvalDataLoader(valid_ds, batch_size=vbs, shuffle=False, **common)
+        test_dl = EvalDataLoader(test_ds, batch_size=vbs, shuffle=False, **common) if test_ds is not None else None
         return cls(train_dl, valid_dl, test_dl, c=c if c is not None else _infer_c(train_ds), n_inp=n_inp)
 
     # fastai names --------------------------------------------------------------------
@@ -242,7 +242,8 @@ def unrepeated(dl: DataLoader[Any], trainer: Any) -> DataLoader[Any]:
     if world <= 1 or not isinstance(dl.sampler, SequentialSampler) or isinstance(dl.dataset, IterableDataset):
         return dl
     sampler = UnrepeatedDistributedSampler(dl.dataset, num_replicas=world, rank=trainer.global_rank, shuffle=False)
-    return DataLoader(
+    cls = EvalDataLoader if isinstance(dl, EvalDataLoader) else DataLoader
+    return cls(
         dl.dataset,
         batch_size=dl.batch_size,
         sampler=sampler,
@@ -251,6 +252,7 @@ def unrepeated(dl: DataLoader[Any], trainer: Any) -> DataLoader[Any]:
         pin_memory=dl.pin_memory,
         drop_last=False,
         persistent_workers=dl.persistent_workers,
+        generator=dl.generator,
     )
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,7 +115,7 @@ def is_global_zero() -> bool:
 def _atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.{_owner()}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         write(tmp)
@@ -124,10 +126,39 @@ def _atomic(path: str | os.PathLike[str], write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    # Temp files of earlier writes of this file that a killed process left behind.
+    # Temp files of earlier writes of this file that a killed process left behind (not those
+    # of a live writer of the same file, e.g. another job on this host or another machine).
     for stale in target.parent.glob(f".{glob.escape(target.name)}.*{TMP_SUFFIX}"):
+        match = _TEMP_NAME.fullmatch(stale.name[len(target.name) + 2 :])
+        if match is None:
+            continue  # another file's temp (".a.b.*.tmp" also matches ".a.*.tmp")
+        host, pid = match["host"], match["pid"]
+        if host is not None and (host != _host() or (int(pid) != os.getpid() and _alive(int(pid)))):
+            continue
         stale.unlink(missing_ok=True)
     return target
+
+
+#: ``host@pid.random.tmp`` (this version) or ``random.tmp`` (temp files of earlier versions).
+_TEMP_NAME = re.compile(rf"(?:(?P<host>[^.@]+)@(?P<pid>\d+)\.)?[^.]+{re.escape(TMP_SUFFIX)}")
+
+
+def _host() -> str:
+    return re.sub(r"[.@]", "_", socket.gethostname()) or "host"
+
+
+def _owner() -> str:
+    return f"{_host()}@{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:

@@ -54,6 +54,8 @@ _QUIET_WARNINGS = (
     # Lightning's advice for manual optimization and every_n_train_steps; a Learner saves
     # after the whole batch, step included, which is what a resume needs.
     ".*no pre-optimization state was saved.*",
+    # resume=True reads the default checkpoint whatever ModelCheckpoint wrote it.
+    ".*callbacks used to create the checkpoint need to be provided.*",
 )
 _QUIET_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
 
@@ -361,7 +363,7 @@ class Learner(CallbackHost):
         if isinstance(callbacks, pl.Callback):
             callbacks = [callbacks]
         opts["callbacks"] = list(callbacks) + list(self._pl_cbs)
-        _refuse_swa(opts["callbacks"])
+        _refuse_unsupported(opts["callbacks"])
         opts["plugins"] = _with_atomic_io(opts.get("plugins"), opts.get("strategy"))
         has_ckpt = any(isinstance(c, ModelCheckpoint) for c in opts["callbacks"])
         if has_ckpt and "enable_checkpointing" not in {**self.trainer_options, **overrides}:
@@ -748,8 +750,13 @@ def _with_atomic_io(plugins: Any, strategy: Any) -> Any:
     return [*listed, AtomicCheckpointIO()]
 
 
-def _refuse_swa(callbacks: list[Any]) -> None:
+def _refuse_unsupported(callbacks: list[Any]) -> None:
     for cb in callbacks:
+        if isinstance(cb, ModelCheckpoint) and cb._train_time_interval is not None:
+            raise TypeError(
+                "Learner: ModelCheckpoint(train_time_interval=...) never saves in a Learner fit: with manual "
+                "optimization Lightning only checks every_n_train_steps; use every_n_train_steps=... instead"
+            )
         if isinstance(cb, StochasticWeightAveraging):
             raise TypeError(
                 "Learner: Lightning's StochasticWeightAveraging is not supported: the Learner's module uses "

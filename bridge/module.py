@@ -29,6 +29,7 @@ from .exceptions import (
     CancelStepException,
 )
 from .loop import EventLoop
+from .resumable import ResumableDataLoader
 from .state import CKPT_KEY, callback_states
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ class LearnerModule(pl.LightningModule):
         self._scaler = getattr(plugin, "scaler", None) if isinstance(plugin, MixedPrecision) else None
         self._last_scale = self._scaler.get_scale() if self._scaler is not None else 0.0
         self._epoch_started = None
+        train_dl = getattr(learn.dls, "train_dl", None)
+        if isinstance(train_dl, ResumableDataLoader):
+            train_dl.forget_resume()  # a restore from an earlier fit that never iterated
         self.loop.fit_start(self.trainer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

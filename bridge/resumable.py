@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import _DatasetKind
 
-__all__ = ["ResumableDataLoader"]
+__all__ = ["EvalDataLoader", "ResumableDataLoader"]
 
 
 class ResumableDataLoader(DataLoader):  # type: ignore[type-arg]
@@ -59,7 +59,8 @@ class ResumableDataLoader(DataLoader):  # type: ignore[type-arg]
         state["_served"] = 0
         resume = state.get("_resume")
         if resume is None:
-            state["_rng_iter"] = torch.get_rng_state()
+            if not (self.persistent_workers and self.num_workers > 0 and self._iterator is not None):
+                state["_rng_iter"] = torch.get_rng_state()  # a new iterator draws its workers' base seed now
             return _Count(self, super().__iter__())
         # Creating the iterator draws the workers' base seed from the global RNG: draw the
         # interrupted pass's seed again, and leave the global RNG as the checkpoint restored it.
@@ -79,6 +80,19 @@ class ResumableDataLoader(DataLoader):  # type: ignore[type-arg]
             "rng_iter": rng_iter if rng_iter is not None else now,
         }
 
+    def forget_resume(self) -> None:
+        """Drop a position restored by :meth:`load_state_dict` that no pass has used yet.
+
+        Example:
+            >>> import torch
+            >>> from torch.utils.data import TensorDataset
+            >>> dl = ResumableDataLoader(TensorDataset(torch.arange(6)), batch_size=2)
+            >>> dl.load_state_dict({"served": 1, "rng": torch.get_rng_state(), "rng_iter": torch.get_rng_state()})
+            >>> dl.forget_resume(); len(list(dl))
+            3
+        """
+        self.__dict__.pop("_resume", None)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Make the next pass continue where the saved one stopped (a finished pass starts anew)."""
         served = int(state["served"])
@@ -91,6 +105,29 @@ class ResumableDataLoader(DataLoader):  # type: ignore[type-arg]
             return
         if 0 < served < len(self):
             self.__dict__["_resume"] = {"served": served, "rng": state["rng"], "rng_iter": state["rng_iter"]}
+
+
+class EvalDataLoader(DataLoader):  # type: ignore[type-arg]
+    """An evaluation ``DataLoader`` whose passes leave the global torch RNG alone.
+
+    Creating a ``DataLoader`` iterator draws its workers' base seed from the global RNG;
+    with persistent workers only the first pass does. A run resumed from a checkpoint
+    makes that first draw again, so without this the global RNG (and every later
+    shuffle) would differ from the run never stopped. ``DataBunch.from_datasets`` builds
+    its validation and test loaders with it.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> dl = EvalDataLoader(TensorDataset(torch.arange(4)), batch_size=2)
+        >>> state = torch.get_rng_state(); batches = list(dl)
+        >>> torch.equal(state, torch.get_rng_state())
+        True
+    """
+
+    def __iter__(self) -> Any:
+        with torch.random.fork_rng(devices=[]):
+            return super().__iter__()
 
 
 class _Count:

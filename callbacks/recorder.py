@@ -257,7 +257,8 @@ class Recorder(Callback):
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """History and smoothing state, for Lightning checkpoints (plain floats and ints)."""
-        self._flush()
+        # After an error (Lightning's OnExceptionCheckpoint) the other ranks may be gone.
+        self._flush(across_ranks=self.learn is None or self.learn.exception is None)
         return {
             "lrs": [float(x) for x in self.lrs],
             "iters": list(self.iters),

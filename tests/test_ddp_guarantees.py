@@ -191,6 +191,7 @@ def test_failure_on_one_rank_ends_the_job(tmp_path: Path, strategy: str) -> None
 
 
 SPAWN = """
+import os
 import torch
 import torch.distributed as dist
 from callbacks import SaveModelCallback
@@ -198,8 +199,11 @@ from tests.helpers import make_data, make_learner
 
 if __name__ == "__main__":
     learn = make_learner(".", data=make_data(n=128, n_valid=64, bs=16), cbs=[SaveModelCallback(fname="best")], lr=1e-2)
-    learn.fit(3, accelerator="cpu", devices=2, strategy="ddp_spawn")
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    steps = ModelCheckpoint(dirpath="steps", filename="{step}", every_n_train_steps=2, save_top_k=-1)
+    learn.fit(3, accelerator="cpu", devices=2, strategy="ddp_spawn", cbs=[steps])  # the callbacks pickle
     best = torch.load("models/best.pth", weights_only=True)
+    step_files = sorted(os.listdir("steps"))
     values, save_best = learn.recorder.values, learn.save_model.best
     suggestion = learn.lr_find(num_it=12, show_plot=False, accelerator="cpu", devices=2, strategy="ddp_spawn")
     dump({
@@ -209,6 +213,7 @@ if __name__ == "__main__":
         "best_epoch_value": min(v[1] for v in values),
         "save_best": save_best,
         "valley": suggestion.valley if suggestion is not None else None,
+        "step_files": step_files,
     }, rank=0)
 """
 
@@ -221,6 +226,8 @@ def test_ddp_spawn_returns_what_the_user_needs(tmp_path: Path) -> None:
     assert r["values"][-1][1] == pytest.approx(r["best_epoch_value"])  # best at the last epoch here
     assert r["valley"] is not None and r["valley"] > 0
     assert r["lr_find_losses"] >= 6  # the lr finder's curve came back too
+    # 128 items / 2 ranks / bs 16 = 4 steps per epoch: a save every 2 steps, the epoch's last one at its end
+    assert r["step_files"] == [f"step={s}.ckpt" for s in (10, 12, 2, 4, 6, 8)]
 
 
 RESUME = """

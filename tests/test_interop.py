@@ -346,3 +346,14 @@ def test_learner_summary_method_is_the_summary(tmp_path: Path) -> None:
     assert "Stepper" in text.split("Callbacks per event")[1]
     with pytest.raises(ValueError, match="max_depth"):
         learn.summary(max_depth=-5)
+
+
+def test_model_checkpoint_with_a_time_interval_is_refused(tmp_path: Path) -> None:
+    import datetime
+
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    learn = make_learner(tmp_path)
+    ckpt = ModelCheckpoint(train_time_interval=datetime.timedelta(seconds=1))
+    with pytest.raises(TypeError, match=r"train_time_interval.*every_n_train_steps"):
+        learn.fit(1, cbs=[ckpt])
