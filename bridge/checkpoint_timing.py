@@ -1,12 +1,13 @@
 """Step-based ``ModelCheckpoint`` saves that fall on an epoch's last batch wait for the epoch's end.
 
 A Lightning checkpoint written in ``on_train_batch_end`` of an epoch's last batch (a
-``ModelCheckpoint`` with ``every_n_train_steps`` or ``train_time_interval`` whose step
-lands there) resumes as if that epoch were over: Lightning skips its validation and
-``on_train_epoch_end``, so fastai's ``after_validate``/``after_epoch`` of that epoch never
-run (no Recorder row, no ``SaveModelCallback`` decision). During a ``Learner`` fit such a
-save is moved to the same epoch's ``on_train_epoch_end`` (after validation and
-``after_epoch``), where a resume continues with the next epoch.
+``ModelCheckpoint`` with ``every_n_train_steps`` whose step lands there) resumes as if that
+epoch were over: Lightning skips its validation and ``on_train_epoch_end``, so fastai's
+``after_validate``/``after_epoch`` of that epoch never run (no Recorder row, no
+``SaveModelCallback`` decision). During a ``Learner`` fit such a save is moved to the same
+epoch's ``on_train_epoch_end`` (after validation and ``after_epoch``), where a resume
+continues with the next epoch. (``train_time_interval`` is refused by the Learner:
+Lightning never checks it under manual optimization.)
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _on_train_epoch_end(self: ModelCheckpoint, trainer: pl.Trainer, pl_module: p
 
 
 def _steps_based(cb: Any) -> bool:
-    return isinstance(cb, ModelCheckpoint) and (cb._every_n_train_steps >= 1 or cb._train_time_interval is not None)
+    return isinstance(cb, ModelCheckpoint) and cb._every_n_train_steps >= 1
 
 
 @contextlib.contextmanager

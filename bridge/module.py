@@ -216,12 +216,7 @@ class LearnerModule(pl.LightningModule):
             learn.pred = learn.model(*learn.xb)
             cbs("after_pred")
             if learn.yb:
-                try:
-                    loss = learn.loss_func(learn.pred, *learn.yb)
-                except TypeError as exc:
-                    raise _loss_call_error(exc) from exc
-                if not isinstance(loss, Tensor):
-                    raise _loss_type_error(loss)
+                loss = _loss(learn)
                 self._refs.set = learn.loss_grad = loss
                 self._refs.clone = learn.loss = loss.clone()
             cbs("after_loss")
@@ -316,12 +311,7 @@ class LearnerModule(pl.LightningModule):
                 learn.pred = learn.model(*learn.xb)
                 cbs("after_pred")
                 if learn.yb:
-                    try:
-                        loss = learn.loss_func(learn.pred, *learn.yb)
-                    except TypeError as exc:
-                        raise _loss_call_error(exc) from exc
-                    if not isinstance(loss, Tensor):
-                        raise _loss_type_error(loss)
+                    loss = _loss(learn)
                     self._refs.set = learn.loss_grad = loss
                     self._refs.clone = learn.loss = loss.clone()
                 cbs("after_loss")
@@ -406,12 +396,7 @@ class LearnerModule(pl.LightningModule):
                 learn.pred = learn.model(*learn.xb)
                 cbs("after_pred")
                 if learn.yb:
-                    try:
-                        loss = learn.loss_func(learn.pred, *learn.yb)
-                    except TypeError as exc:
-                        raise _loss_call_error(exc) from exc
-                    if not isinstance(loss, Tensor):
-                        raise _loss_type_error(loss)
+                    loss = _loss(learn)
                     learn.loss_grad = loss
                     learn.loss = loss.clone()
                 cbs("after_loss")
@@ -422,14 +407,17 @@ class LearnerModule(pl.LightningModule):
             loop.guard(_raiser(exc))  # under DDP: deferred to the agreement at validation end
 
 
-def _loss_call_error(exc: TypeError) -> TypeError:
-    return TypeError(
-        f"Learner: `loss_func`(pred, *yb) raised TypeError: {exc}; it must be callable as loss_func(pred, *yb)"
-    )
-
-
-def _loss_type_error(loss: object) -> TypeError:
-    return TypeError(f"Learner: `loss_func` must return a tensor, got {type(loss).__name__}")
+def _loss(learn: Learner) -> Tensor:
+    """``learn.loss_func(pred, *yb)``; a function that cannot be called so, or returns no tensor, is named."""
+    try:
+        loss = learn.loss_func(learn.pred, *learn.yb)
+    except TypeError as exc:
+        raise TypeError(
+            f"Learner: `loss_func`(pred, *yb) raised TypeError: {exc}; it must be callable as loss_func(pred, *yb)"
+        ) from exc
+    if not isinstance(loss, Tensor):
+        raise TypeError(f"Learner: `loss_func` must return a tensor, got {type(loss).__name__}")
+    return loss
 
 
 def _raiser(exc: BaseException) -> Any:
