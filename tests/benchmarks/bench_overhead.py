@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Per-batch overhead of fastlight's ``Learner.fit`` against plain PyTorch and bare Lightning.
 
-Run from the repository root (one process, one thread, about 6 minutes; ``--quick`` ~ half)::
+Run from the repository root (one process, one CPU, about 9 minutes; ``--quick`` ~ a third)::
 
-    python tests/benchmarks/bench_overhead.py [--quick] [--clock cpu] [--only small] [--out bench.json]
+    python tests/benchmarks/bench_overhead.py [--quick] [--only small] [--out bench.json]
 
 Variants (all train the same model with AdamW(lr=1e-3, betas=(0.9, 0.99), eps=1e-5, wd=0.01)
 on the same ready-made batches: a ``DataLoader(batch_size=None)`` over a list of pre-built
@@ -20,41 +20,56 @@ on the same ready-made batches: a ``DataLoader(batch_size=None)`` over a list of
     f3  d + 10 no-op course-v3 callbacks (begin_batch, ...)         [needs bridge.dialects]
     g   b + ``LightningAdapter`` with 10 no-op v2 callbacks          [needs bridge.LightningAdapter]
 
-Method: per-batch time = the time between fetching batch n and the last batch N-1 of a fit
-over N batches, divided by the N-1-n training steps in between. The loader is the
-stopwatch (every variant fetches a batch right before training on it), so Trainer
-construction, set-up, the epoch end (validation, checkpoint) and teardown are outside the
-window; only steady-state steps are timed, the same way for every variant. Every variant
-is warmed up first. Each timed fit runs with the garbage collector disabled (after a
-``gc.collect()``), so no variant pays for a collection of another's garbage. A repeat
-times every variant once, the order rotating (and reversing) between repeats; the
-variants whose ratio is budgeted (b,d / d,e on the small MLP, a,d / d,e on the
-compute-bound one) are neighbours in that order, so they are timed back to back under the
-same machine load.
+Method: the variants of one model train **in lockstep**: one fit per variant, each in its
+own thread, one thread running at a time, taking turns every ``block`` batches (10 on the
+small MLP, about 10 ms; one step on the compute-bound one), the process pinned to one CPU
+(``--cpu``). The loader is the stopwatch (every variant fetches a batch right before
+training on it): a turn is timed from the fetch that starts it to the fetch that ends it,
+so Trainer construction, set-up, the epoch end (validation, checkpoint) and teardown stay
+outside; set-up runs before the first turn, the ends of the fits after the last one. Only
+turns from batch ``n_short`` on count (steady state), and every variant was warmed up
+by two short fits first. Garbage collection is off during a repeat (after a
+``gc.collect()``), so no variant pays for another's garbage. A repeat is one such
+lockstep fit of every variant over the same ``n_long`` batches; the turn order rotates
+(and reverses) between repeats, the budgeted pairs (b,d / d,e on the small MLP, a,d / d,e
+on the compute-bound one) being neighbours in it.
 
-Why paired ratios: on a shared machine the load changes over minutes, so per-variant
-medians taken minutes apart differ by more than the overheads being measured (e/d came
-out 1.03, 1.10 and 1.23 in three runs of the ratio of medians). The budget figure is the
-**paired ratio**: per repeat, the ratio of the two neighbours' times (num_i / den_i), then
-the median over repeats. The ratio of medians is stored as well, for reference. Lightning
-runs validation-free (``limit_val_batches=0``); the Learner (which needs a validation
-loader) gets a one-batch validation set, a fixed cost that cancels in the difference.
-Wall and process CPU time are both recorded; ``--clock`` picks the one the ratios and the
-budget use (wall by default; ``cpu`` on a machine shared with other jobs).
+Why lockstep: this machine's speed changes by 20-40% from one tenth of a second to the next
+(the same plain loop measured 0.41-0.58 ms per step in consecutive windows), several times
+the overheads being measured; fits timed one after the other (the first version of this
+benchmark) gave e/d 1.03, 1.10 and 1.23 for the same code. In lockstep every variant
+shares every fast and slow period. Pinning and short turns matter: a thread woken on the
+other core runs at that core's speed, and the machine's speed drifts within 50 ms (10th-90th
+percentile of the d/b pair ratios: 0.73-1.44 unpinned with 50-batch turns, 0.90-1.10
+pinned with 50-batch turns, 0.97-1.08 pinned with 10-batch turns).
+
+The budget figure is the **paired ratio**: the same ``LOG_PERIOD`` (50) batches, trained by
+the two variants in interleaved turns, give one ratio (each pair holds exactly one of the
+periodic logging steps); the median over all pairs of all repeats is the figure, with a
+distribution-free 95% confidence interval of that median. For reference the JSON also
+holds per-variant medians of the per-repeat times, the ratio of those medians, the median
+over repeats of the ratio of whole-window times, and the spread (10th-90th percentile)
+of the pair ratios. Lightning runs validation-free (``limit_val_batches=0``); the Learner
+(which needs a validation loader) gets a one-batch validation set, outside the timed
+turns. Wall and thread CPU time are both recorded; ``--clock`` picks the one the ratios
+and the budget use.
 
 lr_find: ``Learner.lr_find(num_it=100, stop_div=False)`` against
 ``Tuner(trainer).lr_find(num_training=100, early_stop_threshold=None, update_attr=False)``
 on the same small MLP and batches, both without bar or logger, timed whole in alternating
-order, 15 paired repeats: from a built model (Learner / LightningModule) to the result,
-so the Tuner's time includes building its ``Trainer`` (about 5-10 ms, mostly Lightning's
-scan of installed packages' entry points) as the Learner's includes the one ``fit`` builds,
-plus each side's model/optimizer save and restore.
+order, 101 paired repeats (the budget figure: the median of the per-repeat ratios; a run
+takes about 0.12 s, so the machine's drift hits each pair hard and many pairs are needed):
+from a built model (Learner / LightningModule) to the result, so the Tuner's time includes
+building its ``Trainer`` (about 5-10 ms, mostly Lightning's scan of installed packages'
+entry points) as the Learner's includes the one ``fit`` builds, plus each side's
+model/optimizer save and restore.
 
 The JSON written by ``--out`` holds, per model, per-variant medians/min/max/samples (ms per
-batch), ``paired_ratios`` (the budget figure), ``ratios`` (of medians) and ``min_ratios``
-for (d)/(b), (d)/(a), (e)/(d), (f)/(d), (g)/(b); ``lr_find`` with ``paired_ratio`` and
-``ratio``; and ``budget``: per budgeted ratio its paired ``value``, ``of_medians``,
-``limit`` and ``pass`` (issue 8).
+batch, one sample per repeat), and for (d)/(b), (d)/(a), (e)/(d), (f)/(d), (g)/(b):
+``paired_ratios`` (the budget figure), ``paired_ci95``, ``paired_p10_p90``, ``rounds``
+(pairs), ``repeat_ratios``, ``ratios`` (of medians) and ``min_ratios``; ``lr_find`` with
+``paired_ratio``, ``paired_ci95`` and ``ratio``; and ``budget``: per budgeted ratio its
+paired ``value``, ``ci95``, ``of_medians``, ``limit`` and ``pass`` (issue 8).
 """
 
 from __future__ import annotations
@@ -88,10 +103,13 @@ import lightning.pytorch as pl  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 
 from bridge import Callback, DataBunch, Learner  # noqa: E402
 from bridge.events import EVENT_NAMES  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lockstep import Batches, Lockstep  # noqa: E402
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
@@ -99,7 +117,14 @@ for _name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.p
     logging.getLogger(_name).setLevel(logging.ERROR)
 
 #: lr_find runs are short (~0.1 s): many repeats cost little and steady the median.
-LR_FIND_REPEATS = 15
+LR_FIND_REPEATS = 101
+
+#: Small-model batches per turn in lockstep (about 10 ms: see ``Lockstep``).
+SMALL_BLOCK = 10
+
+#: Steps compared as one pair: ``log_every_n_steps`` (Learner and Lightning default), so each
+#: pair holds exactly one of the Recorder's and Lightning's periodic logging steps.
+LOG_PERIOD = 50
 
 #: Budget of issue 8: (model, ratio) -> upper limit.
 BUDGET: dict[tuple[str, str], float] = {
@@ -110,34 +135,6 @@ BUDGET: dict[tuple[str, str], float] = {
 
 
 # -- data and models ---------------------------------------------------------------------------
-class Batches(Dataset):  # type: ignore[type-arg]
-    """Pre-built batches, served one per index (use with ``DataLoader(batch_size=None)``).
-
-    It is also the stopwatch: every variant fetches batch ``i`` right before training on
-    it (Lightning does not prefetch from a sized loader), so the clocks read when batch
-    ``start`` and the last batch are fetched bracket ``len - 1 - start`` whole training
-    steps, the same way in every variant, without set-up, epoch end or teardown.
-    """
-
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], start: int = 0) -> None:
-        self.batches, self.start = batches, start
-        self.stamps: dict[int, tuple[float, float]] = {}
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if i == self.start or i == len(self.batches) - 1:
-            self.stamps[i] = (time.perf_counter(), time.process_time())
-        return self.batches[i]
-
-    def per_batch(self) -> tuple[float, float]:
-        """(wall, CPU) seconds per training step inside the window of the last pass."""
-        (w0, c0), (w1, c1) = self.stamps[self.start], self.stamps[len(self.batches) - 1]
-        n = len(self.batches) - 1 - self.start
-        return (w1 - w0) / n, (c1 - c0) / n
-
-
 def make_batches(n: int, bs: int, n_in: int, n_out: int, device: torch.device, seed: int = 0) -> list[Any]:
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -148,8 +145,8 @@ def make_batches(n: int, bs: int, n_in: int, n_out: int, device: torch.device, s
     return out
 
 
-def loader(batches: list[Any], start: int = 0) -> DataLoader:  # type: ignore[type-arg]
-    return DataLoader(Batches(batches, start), batch_size=None, shuffle=False)
+def loader(batches: list[Any], start: int = 0, gate: Lockstep | None = None, key: str = "", device: Any = None) -> Any:
+    return DataLoader(Batches(batches, start, gate, key, device), batch_size=None, shuffle=False)
 
 
 def make_model(sizes: tuple[int, ...], device: torch.device, seed: int = 0) -> nn.Module:
@@ -262,18 +259,26 @@ class Setup:
     bs: int
     n_long: int
     n_short: int
+    block: int
+    group: int  # turns per compared pair (their batches: ``block * group`` steps)
     device: torch.device
     accelerator: str
     tmp: Path
+    batches: Any = None
     long_dl: Any = None
     short_dl: Any = None
-    valid_dl: Any = None
 
     def __post_init__(self) -> None:
         batches = make_batches(self.n_long, self.bs, self.sizes[0], self.sizes[-1], self.device)
-        self.long_dl = loader(batches, start=self.n_short)  # timed from batch n_short to the last
+        self.batches = batches
+        span, pair = self.n_long - 1 - self.n_short, self.block * self.group
+        if self.n_short % pair or span % pair:
+            raise ValueError(
+                f"n_short={self.n_short} and n_long - 1 - n_short={span} must be multiples of "
+                f"block * group = {pair} (steps per compared pair)"
+            )
+        self.long_dl = loader(batches)  # lr_find's
         self.short_dl = loader(batches[: self.n_short])
-        self.valid_dl = loader(batches[:1])
 
     def trainer(self, **kw: Any) -> pl.Trainer:
         opts: dict[str, Any] = dict(
@@ -292,9 +297,11 @@ class Setup:
         return pl.Trainer(**opts)
 
     def learner(self, dl: Any, **kw: Any) -> Learner:
-        data = DataBunch(dl, self.valid_dl)
+        # Own folder and validation loader: fits end concurrently in lockstep (see Lockstep).
+        data = DataBunch(dl, loader(self.batches[:1]))
+        path = Path(tempfile.mkdtemp(dir=self.tmp))
         opts: dict[str, Any] = dict(
-            loss_func=F.cross_entropy, enable_progress_bar=False, accelerator=self.accelerator, path=self.tmp
+            loss_func=F.cross_entropy, enable_progress_bar=False, accelerator=self.accelerator, path=path
         )
         opts.update(kw)
         return Learner(data, make_model(self.sizes, self.device), **opts)
@@ -356,11 +363,15 @@ class Variant:
     label: str
     prepare: Prepare
     needs: str | None = None  # a module/attribute that must import, else skipped with a note
-    wall: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)  # per repeat: s per step
     cpu: list[float] = field(default_factory=list)
+    rounds: list[tuple[float, float]] = field(default_factory=list)  # (wall, CPU) s per block, all repeats
 
     def samples(self, clock: str) -> list[float]:
         return self.wall if clock == "wall" else self.cpu
+
+    def round_times(self, clock: str) -> list[float]:
+        return [r[0] if clock == "wall" else r[1] for r in self.rounds]
 
 
 def variants(model: str) -> list[Variant]:
@@ -420,55 +431,56 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(s: Setup, v: Variant, dl: Any) -> tuple[float, float]:
-    """(wall, process CPU) seconds per training step of one fit over ``dl``, gc off while it runs.
-
-    Read from the loader's stopwatch (see :class:`Batches`). A collection triggered inside
-    one variant's fit would charge it for garbage left by the others; collecting first and
-    disabling gc while timing removes that.
-    """
-    run = v.prepare(s, dl)
-    gc.collect()
-    sink = io.StringIO()
-    dl.dataset.stamps.clear()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        _sync(s.device)
-        gc.disable()
-        try:
+def warm_up(s: Setup, v: Variant) -> None:
+    """Two untimed fits over the short loader: imports, allocator, Lightning's first-fit costs."""
+    for _ in range(2):
+        run = v.prepare(s, s.short_dl)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             run()
-            _sync(s.device)
-        finally:
-            gc.enable()
-    return dl.dataset.per_batch()  # type: ignore[no-any-return]
 
 
-def schedule(vs: list[Variant], r: int) -> tuple[list[Variant], bool]:
-    """Repeat ``r``'s variant order and whether long fits go first.
+def ring(vs: list[Variant], r: int) -> list[Variant]:
+    """Repeat ``r``'s turn order: a rotation of ``vs``, reversed on odd repeats.
 
-    The order is a rotation of ``vs`` (reversed on odd repeats), so neighbours in ``vs``
-    stay neighbours (but for the wrap-around) and every variant takes every position.
-    Within a repeat the long fits run in this order and the short fits in the reverse
-    one (or short first then long, on alternate pairs of repeats): a variant's two fits
-    sit symmetrically around the middle of the repeat, and neighbours are timed back to
-    back, which is what the paired ratios need.
+    Budgeted pairs are neighbours in ``vs``, so they take turns back to back (but for the
+    wrap-around); over the repeats each variant follows and precedes different ones.
     """
     k = r % len(vs)
     order = vs[k:] + vs[:k]
-    if r % 2:
-        order = order[::-1]
-    return order, (r // 2) % 2 == 0
+    return order[::-1] if r % 2 else order
 
 
-def measure(s: Setup, vs: list[Variant], repeats: int, log: Callable[[str], None], clock: str = "wall") -> None:
-    for v in vs:  # warm-up: imports, allocator, Lightning's first-fit costs
-        timed(s, v, s.short_dl)
-        timed(s, v, s.short_dl)
+def lockstep_repeat(s: Setup, vs: list[Variant], order: list[Variant], block: int) -> dict[str, Batches]:
+    """One fit of every variant over the long batches, in lockstep: each one's stopwatch.
+
+    gc is collected before and disabled during the fits, so no variant pays for a
+    collection of another's garbage.
+    """
+    gate = Lockstep([v.key for v in order], block)
+    dls = {v.key: loader(s.batches, s.n_short, gate, v.key, s.device) for v in vs}
+    fits = {v.key: v.prepare(s, dls[v.key]) for v in order}
+    gc.collect()
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _gc_off():
+        errors = gate.run(fits)
+    if errors:
+        key, exc = next(iter(errors.items()))
+        raise RuntimeError(f"variant {key} failed: {type(exc).__name__}: {exc}") from exc
+    return {k: dl.dataset for k, dl in dls.items()}
+
+
+def measure(
+    s: Setup, vs: list[Variant], repeats: int, block: int, log: Callable[[str], None], clock: str = "wall"
+) -> None:
+    for v in vs:
+        warm_up(s, v)
     for r in range(repeats):
-        order, _ = schedule(vs, r)
-        t = {v.key: timed(s, v, s.long_dl) for v in order}
+        watches = lockstep_repeat(s, vs, ring(vs, r), block)
         for v in vs:
-            v.wall.append(t[v.key][0])
-            v.cpu.append(t[v.key][1])
+            wall, cpu = watches[v.key].per_batch()
+            v.wall.append(wall)
+            v.cpu.append(cpu)
+            v.rounds.extend(watches[v.key].blocks)
         log(
             f"  [{s.name}] repeat {r + 1}/{repeats} ({clock} ms/batch): "
             + "  ".join(f"{v.key}={v.samples(clock)[-1] * 1e3:.3f}" for v in vs)
@@ -483,6 +495,14 @@ def _stats(samples: list[float]) -> dict[str, Any]:
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "samples_ms": ms}
 
 
+def median_ci95(xs: list[float]) -> tuple[float, float]:
+    """Distribution-free 95% confidence interval of the median (order statistics, normal approximation)."""
+    ys, n = sorted(xs), len(xs)
+    half = 1.96 * n**0.5 / 2
+    lo, hi = max(int(n / 2 - half), 0), min(int(n / 2 + half + 1), n - 1)
+    return ys[lo], ys[hi]
+
+
 def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any]:
     """Stats of ``clock`` (the one the ratios and budget use); the other clock's under ``other_clock``."""
     other = "cpu" if clock == "wall" else "wall"
@@ -494,12 +514,18 @@ def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any
             "bs": s.bs,
             "n_long": s.n_long,
             "n_short": s.n_short,
+            "block": s.block,
+            "group": s.group,
             "params": sum(p.numel() for p in make_model(s.sizes, torch.device("cpu")).parameters()),
         },
         "clock": clock,
         "variants": {},
         "ratios": {},
         "paired_ratios": {},
+        "paired_ci95": {},
+        "rounds": {},
+        "paired_p10_p90": {},
+        "repeat_ratios": {},
         "min_ratios": {},
         "other_clock": {"clock": other, "variants": {}, "ratios": {}},
     }
@@ -510,8 +536,15 @@ def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any
         if num in by and den in by:
             name = f"{num}/{den}"
             res["ratios"][name] = res["variants"][num]["median_ms"] / res["variants"][den]["median_ms"]
-            pairs = [x / y for x, y in zip(by[num].samples(clock), by[den].samples(clock))]
+            g, xs, ys = s.group, by[num].round_times(clock), by[den].round_times(clock)
+            pairs = [sum(xs[i : i + g]) / sum(ys[i : i + g]) for i in range(0, len(xs), g)]
             res["paired_ratios"][name] = statistics.median(pairs)
+            res["paired_ci95"][name] = median_ci95(pairs)
+            res["rounds"][name] = len(pairs)
+            q = statistics.quantiles(pairs, n=10) if len(pairs) > 1 else [pairs[0]] * 9
+            res["paired_p10_p90"][name] = (q[0], q[-1])
+            totals = [x / y for x, y in zip(by[num].samples(clock), by[den].samples(clock))]
+            res["repeat_ratios"][name] = {"median": statistics.median(totals), "samples": totals}
             res["min_ratios"][name] = res["variants"][num]["min_ms"] / res["variants"][den]["min_ms"]
             res["other_clock"]["ratios"][name] = (
                 res["other_clock"]["variants"][num]["median_ms"] / res["other_clock"]["variants"][den]["median_ms"]
@@ -596,6 +629,7 @@ def bench_lr_find(
         "tuner_s": {"median": tm, "min": min(tune_t), "max": max(tune_t), "samples": tune_t},
         "ratio": lm / tm,
         "paired_ratio": statistics.median(a / b for a, b in zip(learn_t, tune_t)),
+        "paired_ci95": median_ci95([a / b for a, b in zip(learn_t, tune_t)]),
     }
 
 
@@ -608,6 +642,7 @@ def budget(results: dict[str, Any]) -> dict[str, Any]:
         value = res.get("paired_ratios", {}).get(ratio)
         out[f"{model} {ratio}"] = {
             "value": value,
+            "ci95": res.get("paired_ci95", {}).get(ratio),
             "of_medians": res.get("ratios", {}).get(ratio),
             "limit": limit,
             "pass": None if value is None else value <= limit,
@@ -616,12 +651,13 @@ def budget(results: dict[str, Any]) -> dict[str, Any]:
     if "paired_ratio" in lr:
         out["lr_find learner/tuner"] = {
             "value": lr["paired_ratio"],
+            "ci95": lr["paired_ci95"],
             "of_medians": lr["ratio"],
             "limit": 1.0,
             "pass": lr["paired_ratio"] <= 1.0,
         }
     else:
-        out["lr_find learner/tuner"] = {"value": None, "of_medians": None, "limit": 1.0, "pass": None}
+        out["lr_find learner/tuner"] = {"value": None, "ci95": None, "of_medians": None, "limit": 1.0, "pass": None}
     return out
 
 
@@ -648,9 +684,13 @@ def table(results: dict[str, Any]) -> str:
                 f"| {k:<4} | {v['label']:<50} | {v['median_ms']:7.3f} | {v['min_ms']:7.3f} "
                 f"| {v['max_ms']:7.3f} | {rel:>5} | {other['variants'][k]['median_ms']:11.3f} |"
             )
+        n_rounds = next(iter(res["rounds"].values()), 0)
         lines.append(
-            "ratios (paired: median of per-repeat ratios; ratio of medians in brackets): "
-            + ", ".join(f"{k} = {res['paired_ratios'][k]:.3f} [{r:.3f}]" for k, r in res["ratios"].items())
+            f"ratios (paired: median over {n_rounds} turns of the per-turn ratio; in brackets the median "
+            "over repeats of the ratio of whole-window times): "
+            + ", ".join(
+                f"{k} = {res['paired_ratios'][k]:.3f} [{res['repeat_ratios'][k]['median']:.3f}]" for k in res["ratios"]
+            )
         )
     lr = results.get("lr_find")
     if lr:
@@ -666,11 +706,25 @@ def table(results: dict[str, Any]) -> str:
     for name, b in results["budget"].items():
         val = "n/a" if b["value"] is None else f"{b['value']:.3f}"
         verdict = {True: "PASS", False: "FAIL", None: "not measured"}[b["pass"]]
+        ci = "" if b["ci95"] is None else f"  95% CI {b['ci95'][0]:.3f}..{b['ci95'][1]:.3f}"
         med = "" if b["of_medians"] is None else f"  (ratio of medians {b['of_medians']:.3f})"
-        lines.append(f"  {name:<24} {val:>7} <= {b['limit']:.2f}  {verdict}{med}")
+        lines.append(f"  {name:<24} {val:>7} <= {b['limit']:.2f}  {verdict}{ci}{med}")
     for note in results["skipped"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
+
+
+def pin(cpu: int | None) -> int | None:
+    """Pin this process to ``cpu`` (None: the first allowed one; -1: leave it); the CPU pinned to."""
+    if cpu == -1 or not hasattr(os, "sched_setaffinity"):
+        return None
+    allowed = sorted(os.sched_getaffinity(0))
+    if cpu is None:
+        cpu = allowed[0]
+    if cpu not in allowed:
+        raise SystemExit(f"--cpu={cpu}: this process may only run on CPUs {allowed}")
+    os.sched_setaffinity(0, {cpu})
+    return cpu
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -687,13 +741,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="what the ratios and budget use: wall time, or this process's CPU time (steadier on a shared "
         "machine; both are stored)",
     )
+    p.add_argument(
+        "--cpu",
+        type=int,
+        default=None,
+        help="pin the process to this CPU (default: the first one it may use; -1: do not pin). Threads "
+        "taking turns on different cores see different speeds",
+    )
     p.add_argument("--batches", type=int, nargs=2, metavar=("N", "n"), help="small-model N and n (smoke tests)")
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.accelerator == "cuda" else "cpu")
+    pinned = pin(args.cpu)
     parts = args.only or ["small", "compute", "lr_find"]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    n_small, n0_small = (800, 80) if args.quick else (1500, 150)
-    n_comp, n0_comp = (12, 3) if args.quick else (20, 4)
+    n_small, n0_small = (801, 100) if args.quick else (1501, 150)
+    n_comp, n0_comp = (16, 3) if args.quick else (40, 4)
     if args.batches:
         n_small, n0_small = args.batches
         n_comp, n0_comp = max(args.batches[0] // 50, 3), max(args.batches[1] // 50, 1)
@@ -710,21 +772,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "device": str(device),
             "repeats": args.repeats,
             "clock": args.clock,
-            "method": "per-batch = time between fetching batch n_short and the last batch of an n_long-batch fit, "
-            "over the steps in between (the loader is the stopwatch: no set-up, epoch end or teardown); "
-            "gc collected before and disabled during each timed fit; interleaved repeats after warm-up; "
-            "budget judged on paired ratios (median over repeats of the per-repeat ratio of neighbours "
-            "timed back to back); ratios = ratio of medians, for reference",
+            "method": "lockstep: one fit per variant in its own thread, one running at a time, turns of "
+            "`block` batches, process pinned to one CPU; the loader is the stopwatch (a turn is timed from "
+            "the fetch that starts it to the one that ends it: no set-up, epoch end or teardown); batches "
+            "from n_short on count; gc collected before and disabled during a repeat; warm-up first; "
+            "budget judged on paired ratios: per `block * group` batches (one logging period) the ratio "
+            "of the two variants' times, median over all pairs of all repeats, with a 95% CI of that "
+            "median; ratios = ratio of per-variant medians, for reference",
             "budget_figure": "paired_ratios",
+            "pinned_cpu": pinned,
             "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
         },
         "skipped": [],
     }
     with tempfile.TemporaryDirectory() as tmp:
         setups = {
-            "small": lambda: Setup("small", (64, 64, 10), 64, n_small, n0_small, device, args.accelerator, Path(tmp)),
+            "small": lambda: Setup(
+                "small",
+                (64, 64, 10),
+                64,
+                n_small,
+                n0_small,
+                SMALL_BLOCK,
+                LOG_PERIOD // SMALL_BLOCK,
+                device,
+                args.accelerator,
+                Path(tmp),
+            ),
             "compute": lambda: Setup(
-                "compute", (512, 2048, 2048, 10), 256, n_comp, n0_comp, device, args.accelerator, Path(tmp)
+                "compute", (512, 2048, 2048, 10), 256, n_comp, n0_comp, 1, 1, device, args.accelerator, Path(tmp)
             ),
         }
         for model in ("small", "compute"):
@@ -742,10 +818,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     continue
                 vs.append(v)
             log(f"{model}: {len(vs)} variants x {args.repeats} repeats")
-            measure(s, vs, args.repeats, log, args.clock)
+            measure(s, vs, args.repeats, s.block, log, args.clock)
             results[model] = summarize(s, vs, args.clock)
         if "lr_find" in parts:
-            s = Setup("lr_find", (64, 64, 10), 64, 120, 10, device, args.accelerator, Path(tmp))
+            s = Setup("lr_find", (64, 64, 10), 64, 121, 10, 1, 1, device, args.accelerator, Path(tmp))
             results["lr_find"] = bench_lr_find(s, LR_FIND_REPEATS, 100, log, args.clock)
             if "skipped" in results["lr_find"]:
                 results["skipped"].append("lr_find: " + results["lr_find"]["skipped"])
