@@ -23,16 +23,18 @@ on the same ready-made batches: a ``DataLoader(batch_size=None)`` over a list of
 Method: the variants of one model train **in lockstep**: one fit per variant, each in its
 own thread, one thread running at a time, taking turns every ``block`` batches (10 on the
 small MLP, about 10 ms; one step on the compute-bound one), the process pinned to one CPU
-(``--cpu``). The loader is the stopwatch (every variant fetches a batch right before
-training on it): a turn is timed from the fetch that starts it to the fetch that ends it,
-so Trainer construction, set-up, the epoch end (validation, checkpoint) and teardown stay
-outside; set-up runs before the first turn, the ends of the fits after the last one. Only
-turns from batch ``n_short`` on count (steady state), and every variant was warmed up
-by two short fits first. Garbage collection is off during a repeat (after a
-``gc.collect()``), so no variant pays for another's garbage. A repeat is one such
-lockstep fit of every variant over the same ``n_long`` batches; the turn order rotates
-(and reverses) between repeats, the budgeted pairs (b,d / d,e on the small MLP, a,d / d,e
-on the compute-bound one) being neighbours in it.
+(``--cpu``), glibc's malloc in one arena that keeps freed memory (``steady_malloc``: else
+each thread's arena hands memory back and every step page-faults it in again). The loader is
+the stopwatch (every variant fetches a batch right before training on it): a turn is timed
+from the fetch that starts it to the fetch that ends it, so Trainer construction, set-up,
+the epoch end (validation, checkpoint) and teardown stay outside; set-up runs before the
+first turn, the ends of the fits after the last one. Only turns from batch ``n_short`` on
+count (steady state), and every variant was warmed up by two short fits first. Garbage
+collection is off during a repeat (after a ``gc.collect()``), so no variant pays for
+another's garbage. A repeat is one such lockstep fit of every variant over the same
+``n_long`` batches; the turn order rotates (and reverses) between repeats, the budgeted
+pairs (b,d / d,e on the small MLP, a,d / d,e on the compute-bound one) being neighbours in
+it.
 
 Why lockstep: this machine's speed changes by 20-40% from one tenth of a second to the next
 (the same plain loop measured 0.41-0.58 ms per step in consecutive windows), several times
@@ -111,7 +113,7 @@ from bridge import Callback, DataBunch, Learner  # noqa: E402
 from bridge.events import EVENT_NAMES  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lockstep import Batches, Lockstep  # noqa: E402
+from lockstep import Batches, Lockstep, steady_malloc  # noqa: E402
 
 torch.set_num_threads(1)
 warnings.filterwarnings("ignore")
@@ -771,10 +773,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = p.parse_args(argv)
     device = torch.device("cuda" if args.accelerator == "cuda" else "cpu")
     pinned = pin(args.cpu)
+    malloc = steady_malloc()
     parts = args.only or ["small", "compute", "lr_find"]
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     n_small, n0_small = (801, 100) if args.quick else (1501, 150)
-    n_comp, n0_comp = (16, 3) if args.quick else (80, 4)
+    n_comp, n0_comp = (16, 3) if args.quick else (40, 4)
     if args.batches:
         n_small, n0_small = args.batches
         n_comp, n0_comp = max(args.batches[0] // 50, 3), max(args.batches[1] // 50, 1)
@@ -800,6 +803,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "median bootstrapped over whole repeats; ratios = ratio of per-variant medians, for reference",
             "budget_figure": "paired_ratios",
             "pinned_cpu": pinned,
+            "steady_malloc": malloc,
             "loadavg": os.getloadavg() if hasattr(os, "getloadavg") else None,
         },
         "skipped": [],

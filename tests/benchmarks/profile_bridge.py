@@ -30,7 +30,7 @@ from bench_overhead import REPO, NoOpV2, Setup, importable, torch, variants
 
 
 def calls_per_batch(tmp: str) -> None:
-    s = Setup("small", (64, 64, 10), 64, 400, 100, torch.device("cpu"), "cpu", Path(tmp))
+    s = Setup("small", (64, 64, 10), 64, 400, 100, 1, 1, torch.device("cpu"), "cpu", Path(tmp))
     print(f"{'var':<4} {'calls/batch':>11}  what")
     for v in variants("small"):
         if v.needs and importable(v.needs) is not None:
@@ -66,7 +66,7 @@ def main() -> None:
         return
 
     with tempfile.TemporaryDirectory() as tmp:
-        s = Setup("small", (64, 64, 10), 64, args.batches, 10, torch.device("cpu"), "cpu", Path(tmp))
+        s = Setup("small", (64, 64, 10), 64, args.batches, 10, 1, 1, torch.device("cpu"), "cpu", Path(tmp))
         kw = {} if args.logger else {"logger": False}
         cbs = [NoOpV2() for _ in range(args.callbacks)] or None
         with contextlib.redirect_stdout(io.StringIO()):
