@@ -403,7 +403,7 @@ def variants(model: str) -> list[Variant]:
         ),
     ]
     by = {v.key: v for v in out}
-    # Timing order (see ``schedule``): each budgeted pair are neighbours, so timed back to back.
+    # Turn order (see ``ring``): each budgeted pair are neighbours, so they take turns back to back.
     keys = ("b", "a", "d", "e", "d'") if model == "compute" else ("c", "a", "g", "b", "d", "e", "f1", "f3", "d'")
     return [by[k] for k in keys]
 
@@ -706,9 +706,10 @@ def table(results: dict[str, Any]) -> str:
                 f"| {v['max_ms']:7.3f} | {rel:>5} | {other['variants'][k]['median_ms']:11.3f} |"
             )
         n_rounds = next(iter(res["rounds"].values()), 0)
+        pair = cfg["block"] * cfg["group"]
         lines.append(
-            f"ratios (paired: median over {n_rounds} turns of the per-turn ratio; in brackets the median "
-            "over repeats of the ratio of whole-window times): "
+            f"ratios (paired: median over {n_rounds} pairs of {pair} batch{'es' if pair > 1 else ''}; in brackets "
+            "the median over repeats of the ratio of whole-window times): "
             + ", ".join(
                 f"{k} = {res['paired_ratios'][k]:.3f} [{res['repeat_ratios'][k]['median']:.3f}]" for k in res["ratios"]
             )
@@ -759,8 +760,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
-        help="what the ratios and budget use: wall time, or this process's CPU time (steadier on a shared "
-        "machine; both are stored)",
+        help="what the ratios and budget use: wall time, or CPU time (the timing thread's in the fits, the "
+        "process's for lr_find); both are stored",
     )
     p.add_argument(
         "--cpu",
