@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Per-batch overhead of fastlight's ``Learner.fit`` against plain PyTorch and bare Lightning.
 
-Run from the repository root (one process, one CPU, about 9 minutes; ``--quick`` ~ a third)::
+Run from the repository root (one process, one CPU, about 9 minutes; ``--quick`` ~ half)::
 
     python tests/benchmarks/bench_overhead.py [--quick] [--only small] [--out bench.json]
 
@@ -45,17 +45,21 @@ other core runs at that core's speed, and the machine's speed drifts within 50 m
 percentile of the d/b pair ratios: 0.73-1.44 unpinned with 50-batch turns, 0.90-1.10
 pinned with 50-batch turns, 0.97-1.08 pinned with 10-batch turns).
 
-The budget figure is the **paired ratio**: the same ``LOG_PERIOD`` (50) batches, trained by
-the two variants in interleaved turns, give one ratio (each pair holds exactly one of the
-periodic logging steps); the median over all pairs of all repeats is the figure, with a
-95% confidence interval of that median bootstrapped over whole repeats (a repeat may
-share a bias; see ``median_ci95``). For reference the JSON also
-holds per-variant medians of the per-repeat times, the ratio of those medians, the median
-over repeats of the ratio of whole-window times, and the spread (10th-90th percentile)
-of the pair ratios. Lightning runs validation-free (``limit_val_batches=0``); the Learner
-(which needs a validation loader) gets a one-batch validation set, outside the timed
-turns. Wall and thread CPU time are both recorded; ``--clock`` picks the one the ratios
-and the budget use.
+The budget figure is the **paired ratio**: on the small MLP the same ``LOG_PERIOD`` (50)
+batches, trained by the two variants in interleaved turns, give one ratio (each pair holds
+exactly one of the periodic logging steps); on the compute-bound MLP a pair is one step
+(its 40-batch fit never reaches a logging step, whose cost there is nil on a CPU; on a GPU
+it would hide a periodic sync). The figure is the median over all pairs of all repeats,
+with a 95% t-interval of the per-repeat medians (pairs within a repeat share its state,
+so they are not independent; see ``repeat_ci95``). Two control variants, b2 (= b) and a2
+(= a), print each run's noise floor: b2/b and a2/a would be 1 on a perfect machine. For
+reference the JSON also holds per-variant medians of the per-repeat times, the ratio of
+those medians, the median over repeats of the ratio of whole-window times, and the spread
+(10th-90th percentile) of the pair ratios. Lightning runs validation-free
+(``limit_val_batches=0``); the Learner (which needs a validation loader) gets a one-batch
+validation set, outside the timed turns. Wall and thread CPU time are both recorded;
+``--clock`` picks the one the ratios and the budget use (CPU time leaves out work a fit
+hands to its own threads, such as TensorBoard's writer).
 
 lr_find: ``Learner.lr_find(num_it=100, stop_div=False)`` against
 ``Tuner(trainer).lr_find(num_training=100, early_stop_threshold=None, update_attr=False)``
@@ -86,7 +90,6 @@ import json
 import logging
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
@@ -381,7 +384,9 @@ class Variant:
 def variants(model: str) -> list[Variant]:
     out = [
         Variant("a", "plain PyTorch loop", v_plain),
+        Variant("a2", "a again (control: a2/a = this run's noise floor)", v_plain),
         Variant("b", "bare Lightning", _lightning(PlainModule)),
+        Variant("b2", "b again (control: b2/b = this run's noise floor)", _lightning(PlainModule)),
         Variant("c", "Lightning + self.log(loss) every step", _lightning(LoggingModule)),
         Variant("d", "Learner.fit defaults (TensorBoard logger), no bar", _learner()),
         Variant("d'", "Learner.fit, logger=False", _learner(logger=False)),
@@ -404,7 +409,11 @@ def variants(model: str) -> list[Variant]:
     ]
     by = {v.key: v for v in out}
     # Turn order (see ``ring``): each budgeted pair are neighbours, so they take turns back to back.
-    keys = ("b", "a", "d", "e", "d'") if model == "compute" else ("c", "a", "g", "b", "d", "e", "f1", "f3", "d'")
+    keys = (
+        ("b", "a2", "a", "d", "e", "d'")
+        if model == "compute"
+        else ("c", "a", "g", "b2", "b", "d", "e", "f1", "f3", "d'")
+    )
     return [by[k] for k in keys]
 
 
@@ -446,8 +455,10 @@ def warm_up(s: Setup, v: Variant) -> None:
 def ring(vs: list[Variant], r: int) -> list[Variant]:
     """Repeat ``r``'s turn order: a rotation of ``vs``, reversed on odd repeats.
 
-    Budgeted pairs are neighbours in ``vs``, so they take turns back to back (but for the
-    wrap-around); over the repeats each variant follows and precedes different ones.
+    Turns go round the ring, so budgeted pairs, neighbours in ``vs``, always take turns
+    back to back. Reversing swaps which of the two goes first (a variant's turn might
+    pay for the one before it, e.g. in cache misses); rotating changes which variant opens
+    the repeat.
     """
     k = r % len(vs)
     order = vs[k:] + vs[:k]
@@ -491,7 +502,18 @@ def measure(
         )
 
 
-RATIOS = (("d", "b"), ("d'", "b"), ("d", "a"), ("d'", "a"), ("e", "d"), ("f1", "d"), ("f3", "d"), ("g", "b"))
+RATIOS = (
+    ("b2", "b"),
+    ("a2", "a"),
+    ("d", "b"),
+    ("d'", "b"),
+    ("d", "a"),
+    ("d'", "a"),
+    ("e", "d"),
+    ("f1", "d"),
+    ("f3", "d"),
+    ("g", "b"),
+)
 
 
 def _stats(samples: list[float]) -> dict[str, Any]:
@@ -499,33 +521,44 @@ def _stats(samples: list[float]) -> dict[str, Any]:
     return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "samples_ms": ms}
 
 
-def median_ci95(xs: list[float], clusters: int = 0) -> tuple[float, float]:
-    """95% confidence interval of the median of ``xs``.
+#: Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (then the normal's).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)  # fmt: skip
 
-    ``clusters=0``: the pairs are independent; distribution-free (order statistics).
-    ``clusters=k``: ``xs`` is ``k`` equal runs (one per repeat) that may share a bias (a
-    repeat's own machine state), so the interval is a bootstrap over whole repeats: 2000
-    resamples of ``k`` repeats with replacement, seeded, the 2.5th and 97.5th percentile
-    of their medians. Wider, and honest when the repeats differ.
-    """
-    if clusters > 1 and len(xs) % clusters == 0:
-        size = len(xs) // clusters
-        runs = [xs[i : i + size] for i in range(0, len(xs), size)]
-        rng = random.Random(0)
-        meds = sorted(
-            statistics.median([x for _ in range(clusters) for x in runs[rng.randrange(clusters)]]) for _ in range(2000)
-        )
-        return meds[49], meds[1949]
+
+def median_ci95(xs: list[float]) -> tuple[float, float] | None:
+    """95% confidence interval of the median of independent ``xs`` (order statistics); None if too few."""
     ys, n = sorted(xs), len(xs)
+    if n < 6:
+        return None
     half = 1.96 * n**0.5 / 2
     lo, hi = max(int(n / 2 - half), 0), min(int(n / 2 + half + 1), n - 1)
     return ys[lo], ys[hi]
 
 
+def repeat_ci95(pairs: list[float], repeats: int) -> tuple[float, float] | None:
+    """95% t-interval of the per-repeat medians of ``pairs`` (``repeats`` equal runs); None if < 2.
+
+    Pairs within one repeat share that repeat's state (which instance sits where in memory,
+    the machine's mood that minute), so they are not independent: an interval that treats
+    them so is too narrow (two runs' intervals failed to overlap). Each repeat's median is
+    one independent measurement; the interval is over those.
+    """
+    if repeats < 2 or len(pairs) % repeats:
+        return None
+    size = len(pairs) // repeats
+    meds = [statistics.median(pairs[i : i + size]) for i in range(0, len(pairs), size)]
+    mean, sd = statistics.mean(meds), statistics.stdev(meds)
+    t = _T975[repeats - 2] if repeats - 1 <= len(_T975) else 1.96
+    half = t * sd / repeats**0.5
+    return mean - half, mean + half
+
+
 def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any]:
     """Stats of ``clock`` (the one the ratios and budget use); the other clock's under ``other_clock``."""
     other = "cpu" if clock == "wall" else "wall"
-    canon = ("a", "b", "c", "d", "d'", "e", "f1", "f3", "g")  # table order (timing order differs)
+    canon = ("a", "a2", "b", "b2", "c", "d", "d'", "e", "f1", "f3", "g")  # table order (timing order differs)
     by = {v.key: v for v in sorted(vs, key=lambda v: canon.index(v.key)) if v.wall}
     res: dict[str, Any] = {
         "config": {
@@ -557,9 +590,11 @@ def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any
             name = f"{num}/{den}"
             res["ratios"][name] = res["variants"][num]["median_ms"] / res["variants"][den]["median_ms"]
             g, xs, ys = s.group, by[num].round_times(clock), by[den].round_times(clock)
+            if len(xs) != len(ys) or len(xs) % g:
+                raise RuntimeError(f"{name}: {len(xs)} and {len(ys)} timed blocks cannot be paired {g} by {g}")
             pairs = [sum(xs[i : i + g]) / sum(ys[i : i + g]) for i in range(0, len(xs), g)]
             res["paired_ratios"][name] = statistics.median(pairs)
-            res["paired_ci95"][name] = median_ci95(pairs, clusters=len(by[num].wall))
+            res["paired_ci95"][name] = repeat_ci95(pairs, len(by[num].wall))
             res["rounds"][name] = len(pairs)
             res["paired_samples"][name] = pairs
             q = statistics.quantiles(pairs, n=10) if len(pairs) > 1 else [pairs[0]] * 9
@@ -656,7 +691,7 @@ def bench_lr_find(
 
 # -- report ------------------------------------------------------------------------------------------------
 def budget(results: dict[str, Any]) -> dict[str, Any]:
-    """Pass/fail per budgeted ratio, judged on the paired ratio (median of per-repeat ratios)."""
+    """Pass/fail per budgeted ratio, judged on the paired ratio (median over all pairs)."""
     out: dict[str, Any] = {}
     for (model, ratio), limit in BUDGET.items():
         res = results.get(model, {})

@@ -51,11 +51,18 @@ def steady_malloc() -> bool:
     return bool(mallopt(m_arena_max, 1) and mallopt(m_mmap_threshold, 32 << 20) and mallopt(m_trim_threshold, 1 << 30))
 
 
+#: The clocks (module attributes so that a test can drive them). CPU time is the calling
+#: thread's: work a fit hands to a thread of its own (TensorBoard's writer) is not in it.
+_wall: Callable[[], float] = time.perf_counter
+_cpu: Callable[[], float] = time.thread_time
+
+
 def _stamp(device: torch.device | None = None) -> tuple[float, float]:
-    """(wall, this thread's CPU) time; waits for queued CUDA work first."""
+    """(wall, this thread's CPU) time; waits for queued CUDA work first (so on a GPU every
+    turn boundary is a synchronization point, in every variant alike)."""
     if device is not None and device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter(), time.thread_time()
+    return _wall(), _cpu()
 
 
 class Batches(Dataset):  # type: ignore[type-arg]
@@ -63,9 +70,11 @@ class Batches(Dataset):  # type: ignore[type-arg]
 
     It is also the stopwatch: every variant fetches batch ``i`` right before training on
     it, so clocks read at fetches bracket whole training steps, the same way in every
-    variant, without set-up, epoch end or teardown. With a :class:`Lockstep` ``gate`` the
-    fit hands the machine to the next variant every ``block`` batches (see there) and the
-    time of each block from batch ``start`` on is added up.
+    variant, without set-up, epoch end or teardown (this relies on ``__len__``: Lightning
+    prefetches no batch from a loader with a length). With a :class:`Lockstep` ``gate``
+    the fit hands the machine to the next variant every ``block`` batches (see there) and
+    the time of each block from batch ``start`` on is kept. One pass only: a fit that
+    fetches past the last batch fails instead of waiting for a turn that never comes.
     """
 
     def __init__(
@@ -76,7 +85,10 @@ class Batches(Dataset):  # type: ignore[type-arg]
         key: str = "",
         device: torch.device | None = None,
     ) -> None:
+        if gate is not None and start % gate.block:
+            raise ValueError(f"start={start} must be a multiple of the gate's block={gate.block}")
         self.batches, self.start, self.gate, self.key, self.device = batches, start, gate, key, device
+        self._done = False
         self.blocks: list[tuple[float, float]] = []  # (wall, CPU) s of each timed block, in batch order
         self._open: tuple[int, float, float] | None = None  # (first batch, wall, cpu) of the running block
 
@@ -87,6 +99,8 @@ class Batches(Dataset):  # type: ignore[type-arg]
         gate, last = self.gate, len(self.batches) - 1
         if gate is None:
             return self.batches[i]
+        if self._done:
+            raise RuntimeError(f"lockstep {self.key!r}: batch {i} fetched after the last one (one pass only)")
         if self._open is None:  # first fetch of the fit: wait for every variant and the turn
             gate.arrive(self.key)
             self._open = (i, *_stamp(self.device))
@@ -96,14 +110,30 @@ class Batches(Dataset):  # type: ignore[type-arg]
             if i0 >= self.start:
                 self.blocks.append((w - w0, c - c0))
             if i == last:
+                self._done = True
                 gate.finish(self.key)
             else:
                 gate.pass_turn(self.key)
                 self._open = (i, *_stamp(self.device))
         return self.batches[i]
 
+    @property
+    def expected_blocks(self) -> int:
+        """Timed blocks of a whole pass: from ``start`` to the last batch, ``block`` at a time."""
+        block = self.gate.block if self.gate is not None else 1
+        return -(-(len(self.batches) - 1 - self.start) // block)
+
     def per_batch(self) -> tuple[float, float]:
-        """(wall, CPU) seconds per training step from batch ``start`` to the last one."""
+        """(wall, CPU) seconds per training step from batch ``start`` to the last one.
+
+        Raises ``RuntimeError`` if the pass did not reach the last batch (a fit that stopped
+        early would otherwise report its partial time spread over steps it never trained).
+        """
+        if not self._done or len(self.blocks) != self.expected_blocks:
+            raise RuntimeError(
+                f"lockstep {self.key!r}: {len(self.blocks)} of {self.expected_blocks} blocks timed; "
+                "the fit did not train every batch"
+            )
         n = len(self.batches) - 1 - self.start
         return sum(b[0] for b in self.blocks) / n, sum(b[1] for b in self.blocks) / n
 
