@@ -173,11 +173,15 @@ class Lockstep:
         self.go[key].clear()
         self.holder = key
 
+    def _count_in(self, key: str) -> None:
+        """``key`` reached its first batch or left before it (under ``lock``); the last one opens the start."""
+        self.arrived.add(key)
+        if len(self.arrived) == len(self.ring):
+            self.all_arrived.set()
+
     def arrive(self, key: str) -> None:
         with self.lock:
-            self.arrived.add(key)
-            if len(self.arrived) == len(self.ring):
-                self.all_arrived.set()
+            self._count_in(key)
         self._wait(key)
 
     def pass_turn(self, key: str) -> None:
@@ -195,9 +199,7 @@ class Lockstep:
     def leave(self, key: str) -> None:
         """``key`` stops taking turns (timed part over, or its thread ended or failed)."""
         with self.lock:
-            self.arrived.add(key)
-            if len(self.arrived) == len(self.ring):
-                self.all_arrived.set()
+            self._count_in(key)
             if key not in self.active:
                 return
             nxt = self._after(key) if self.holder == key else None
