@@ -22,10 +22,10 @@ from .exceptions import (
 )
 from .handler import CallbackHandler
 from .learner import Learner
+from .loaders import EvalDataLoader, ResumableDataLoader
 from .metrics import AvgMetric
 from .module import LearnerModule
 from .optim import SGD, Adam
-from .resumable import EvalDataLoader, ResumableDataLoader
 
 __all__ = [
     "SGD",

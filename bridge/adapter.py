@@ -37,9 +37,12 @@ from typing import Any
 import lightning.pytorch as pl
 from torch import Tensor
 
+from . import hooks
+from .callback_state import CKPT_KEY, callback_states
+from .engine import BatchEngine, BatchOps, split_batch
 from .host import CallbackHost
-from .loop import EventLoop
-from .state import CKPT_KEY, callback_states
+from .levels import Levels
+from .recorder import Recorder
 from .train_eval import TrainEvalCallback
 
 __all__ = ["LightningAdapter"]
@@ -56,6 +59,69 @@ class _Host(CallbackHost):
         self.loss_func = loss_func
         self._n_inp = n_inp
         self._no_logging = True  # the user's module owns its logging
+
+
+class _AdapterOps(BatchOps):
+    """The engine's batch on a user's module: the module's own step computes pred and loss."""
+
+    def __init__(self, adapter: LightningAdapter, split: SplitFn | None, join: JoinFn | None) -> None:
+        super().__init__(adapter.learn)
+        self.adapter = adapter
+        self.split_fn, self.join_fn = split, join
+        self.pred_pending = False  # the next forward call of the module fires after_pred
+        self.output: Any = None
+        self._call: tuple[_Patched, Any, tuple[Any, ...], dict[str, Any]] | None = None
+
+    def split(self, batch: Any) -> None:
+        learn = self.learn
+        if self.split_fn is not None:
+            xb, yb = self.split_fn(batch)
+            learn.xb, learn.yb = tuple(xb), tuple(yb)
+        else:
+            learn.xb, learn.yb = split_batch(batch, learn.n_inp)
+
+    def join(self, batch: Any) -> Any:
+        learn = self.learn
+        if self.join_fn is not None:
+            return self.join_fn(learn.xb, learn.yb, batch)
+        if isinstance(batch, tuple):
+            return (*learn.xb, *learn.yb)
+        if isinstance(batch, list):
+            return [*learn.xb, *learn.yb]
+        return learn.xb[0]
+
+    def begin(self, patched: _Patched, batch: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self._call, self.output = (patched, batch, args, kwargs), None
+
+    def predict(self) -> Any:
+        assert self._call is not None
+        patched, batch, args, kwargs = self._call
+        engine = self.adapter.engine
+        self.pred_pending = True
+        try:
+            self.output = patched.original(self.join(batch), *args, **kwargs)
+        finally:
+            fired, self.pred_pending = not self.pred_pending, False
+        if not fired and self.learn.cb_handler.subscribers("after_pred"):
+            raise RuntimeError(
+                f"LightningAdapter: {type(patched.module).__name__}.{patched.name} never called the module "
+                "(`self(x)`), so after_pred cannot fire; call self(x) instead of a submodule in the step"
+            )
+        return self.learn.pred if fired else engine.set_pred(None)
+
+    def forward_called(self, pred: Any) -> Any:
+        """The module's forward returned ``pred`` inside the step: after_pred fires (once a step)."""
+        if not self.pred_pending:
+            return pred
+        self.pred_pending = False
+        return self.adapter.engine.set_pred(pred)
+
+    def loss(self) -> Tensor | None:
+        learn, output = self.learn, self.output
+        if learn.loss_func is not None and learn.yb:
+            return super().loss()
+        loss = output.get("loss") if isinstance(output, dict) else output
+        return loss if isinstance(loss, Tensor) else None
 
 
 class _Patched:
@@ -144,21 +210,16 @@ class LightningAdapter(pl.Callback):
         if (split is None) != (join is None):
             raise ValueError("LightningAdapter: give both `split` and `join`, or neither")
         self.learn = _Host(loss_func, n_inp)
-        self.loop = EventLoop(self.learn)
-        self.loop.on_cancelled = self._cancelled
-        self._split_fn, self._join_fn = split, join
+        self.levels = Levels(self.learn)
+        self.levels.on_cancelled = self._cancelled
+        self.engine = BatchEngine(self.learn, self.levels)
+        self._ops = _AdapterOps(self, split, join)
         defaults: list[Any] = [TrainEvalCallback()]
         if recorder:
-            from callbacks.recorder import Recorder  # the Learner's default callbacks, here too
-
             defaults.append(Recorder())
         self.learn.add_cbs(defaults)
         self.learn.add_cbs(cbs)
-        self._pred_pending = False
-        self._pred_seen = False
         self._module: pl.LightningModule | None = None
-        self._loss_set: Any = None
-        self._loss_clone: Any = None
         self._calls: dict[str, Callable[..., Any]] = {}
         self._key: tuple[int, str] = (-1, "")
 
@@ -196,57 +257,6 @@ class LightningAdapter(pl.Callback):
         self._calls = {}
         self._module = None
 
-    def _split(self, batch: Any) -> None:
-        learn = self.learn
-        if self._split_fn is not None:
-            xb, yb = self._split_fn(batch)
-            learn.xb, learn.yb = tuple(xb), tuple(yb)
-        elif isinstance(batch, (list, tuple)):
-            learn.xb, learn.yb = tuple(batch[: learn.n_inp]), tuple(batch[learn.n_inp :])
-        else:
-            learn.xb, learn.yb = (batch,), ()
-
-    def _join(self, batch: Any) -> Any:
-        learn = self.learn
-        if self._join_fn is not None:
-            return self._join_fn(learn.xb, learn.yb, batch)
-        if isinstance(batch, tuple):
-            return (*learn.xb, *learn.yb)
-        if isinstance(batch, list):
-            return [*learn.xb, *learn.yb]
-        return learn.xb[0]
-
-    def _forward(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
-        pred = patched.original(*args, **kwargs)
-        if not self._pred_pending:
-            return pred
-        self._pred_pending = False
-        self._pred_seen = True
-        learn = self.learn
-        learn.pred = pred
-        learn.cb_handler("after_pred")
-        return learn.pred
-
-    def _loss_from(self, output: Any) -> Any:
-        learn = self.learn
-        if learn.loss_func is not None and learn.yb:
-            return learn.loss_func(learn.pred, *learn.yb)
-        if isinstance(output, dict):
-            return output.get("loss")
-        return output
-
-    def _run_step(self, patched: _Patched, batch: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        learn = self.learn
-        self._pred_pending, self._pred_seen = True, False
-        output = patched.original(self._join(batch), *args, **kwargs)
-        self._pred_pending = False
-        if not self._pred_seen and learn.cb_handler.subscribers("after_pred"):
-            raise RuntimeError(
-                f"LightningAdapter: {type(patched.module).__name__}.{patched.name} never called the module "
-                "(`self(x)`), so after_pred cannot fire; call self(x) instead of a submodule in the step"
-            )
-        return output
-
     def _cancelled(self, level: str) -> None:
         if level == "fit" and self.learn.trainer is not None:
             self.learn.trainer.should_stop = True
@@ -254,7 +264,10 @@ class LightningAdapter(pl.Callback):
     def _on_train_batch_start(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
         result = patched.original(*args, **kwargs)
         # -1 (from the module's hook only) skips the rest of the epoch and its validation.
-        return -1 if not self.loop.is_open("epoch") else result
+        return -1 if not self.levels.is_open("epoch") else result
+
+    def _forward(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
+        return self._ops.forward_called(patched.original(*args, **kwargs))
 
     def _skip(self) -> None:
         trainer = self.learn.trainer
@@ -265,117 +278,94 @@ class LightningAdapter(pl.Callback):
                 "boundaries you control, or train with bridge.Learner (manual optimization) instead"
             )
 
-    def _training_step(self, patched: _Patched, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
-        loop, learn = self.loop, self.learn
-        if not loop.innermost("train"):
+    def _training_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        levels, learn, ops = self.levels, self.learn, self._ops
+        if not levels.innermost("train"):
             self._skip()
             return None
-        learn.iter = batch_idx
-        self._split(batch)
-        output: Any = None
-
-        def body() -> None:
-            nonlocal output
-            loop.open_level("batch")
-            output = self._run_step(patched, batch, (batch_idx, *args), kwargs)
-            loss = self._loss_from(output)
-            learn.loss_grad, learn.loss = loss, loss.clone() if isinstance(loss, Tensor) else loss
-            self._loss_set, self._loss_clone = learn.loss_grad, learn.loss
-            learn.cb_handler("after_loss")
-            loop.open_level("backward")
-
-        loop.guard(body)
-        if not loop.innermost("backward"):
-            if loop.innermost("batch"):
+        learn.iter = args[0] if args and isinstance(args[0], int) else learn.iter
+        ops.split(batch)
+        ops.begin(patched, batch, args, kwargs)
+        levels.guard(lambda: self.engine.forward(ops, "backward"))
+        if not levels.innermost("backward"):
+            if levels.innermost("batch"):
                 # CancelBackward: no backward, hence no step either under automatic optimization.
-                loop.guard(lambda: loop.close_level("batch"))
+                levels.guard(lambda: levels.close_level("batch"))
             self._skip()
             return None
-        target = learn.loss_grad
-        if target is self._loss_set and learn.loss is not self._loss_clone:
-            target = learn.loss  # callbacks written for fastai < 2.5 rebind `loss` only
-        if isinstance(output, dict):
-            return {**output, "loss": target}
+        target = self.engine.backward_target()
+        if isinstance(ops.output, dict):
+            return {**ops.output, "loss": target}
         return target
 
-    def _validation_step(self, patched: _Patched, batch: Any, batch_idx: int, *args: Any, **kwargs: Any) -> Any:
-        loop, learn = self.loop, self.learn
-        if not loop.innermost("validate"):
-            return patched.original(batch, batch_idx, *args, **kwargs)
-        learn.iter = batch_idx
-        self._split(batch)
-        output: Any = None
-
-        def body() -> None:
-            nonlocal output
-            loop.open_level("batch")
-            output = self._run_step(patched, batch, (batch_idx, *args), kwargs)
-            loss = self._loss_from(output)
-            learn.loss_grad, learn.loss = loss, loss.clone() if isinstance(loss, Tensor) else loss
-            learn.cb_handler("after_loss")
-            loop.close_level("batch")
-
-        loop.guard(body)
-        return output
+    def _validation_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        levels, learn, ops = self.levels, self.learn, self._ops
+        if not levels.innermost("validate"):
+            return patched.original(batch, *args, **kwargs)
+        learn.iter = args[0] if args and isinstance(args[0], int) else learn.iter
+        ops.split(batch)
+        ops.begin(patched, batch, args, kwargs)
+        levels.guard(lambda: self.engine.forward(ops, "batch"), local="batch")
+        return ops.output
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.learn.opt = trainer.optimizers[0] if trainer.optimizers else None
-        self.loop.fit_start(trainer)
+        hooks.on_fit_start(self.levels, trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loop.fit_end()
+        hooks.on_fit_end(self.levels)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self.loop.fit_exception(exception)
+        hooks.on_exception(self.levels, exception)
         self.teardown(trainer, pl_module, "fit")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loop.train_epoch_start(trainer)
+        hooks.on_train_epoch_start(self.levels, trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loop.train_epoch_end()
+        hooks.on_train_epoch_end(self.levels)
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loop.validation_epoch_start(trainer)
+        hooks.on_validation_epoch_start(self.levels, trainer)
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loop.validation_epoch_end(trainer)
+        hooks.on_validation_epoch_end(self.levels, trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loop.validation_start(trainer, "validate")
+        hooks.on_validation_start(self.levels, trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.loop.validation_end(trainer)
+        hooks.on_validation_end(self.levels, trainer)
 
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        loop = self.loop
-        if loop.innermost("backward"):
-            loop.guard(lambda: loop.close_level("backward"))
+        levels = self.levels
+        if levels.innermost("backward"):
+            levels.guard(lambda: levels.close_level("backward"))
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
-        loop = self.loop
-        if not loop.innermost("batch"):
-            if loop.is_open("fit") and self.learn.training:
+        levels = self.levels
+        if not levels.innermost("batch"):
+            if levels.is_open("fit") and self.learn.training:
                 _drop_grads(optimizer)  # the batch was cancelled after backward: no step
             return
-        loop.guard(lambda: loop.open_level("step"))
-        if not loop.innermost("step"):
+        levels.guard(lambda: levels.open_level("step"))
+        if not levels.innermost("step"):
             _drop_grads(optimizer)  # CancelStep (or an outer cancel): make the step a no-op
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loop = self.loop
-        loop.guard(lambda: loop.close_level("step"))
-        loop.guard(lambda: loop.close_level("batch"))
+        levels = self.levels
+        levels.guard(lambda: levels.close_level("step"))
+        levels.guard(lambda: levels.close_level("batch"))
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {CKPT_KEY: callback_states(self.learn.cbs)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.loop.pending_state = state_dict.get(CKPT_KEY)
+        self.levels.pending_state = state_dict.get(CKPT_KEY)
 
 
 def _drop_grads(optimizer: Any) -> None:

@@ -7,7 +7,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .learner import Learner
+    from .protocol import LoopState
 
 __all__ = ["Callback", "callback_name", "camel2snake"]
 
@@ -63,7 +63,8 @@ class Callback:
     run: bool = True
     run_train: bool = True
     run_valid: bool = True
-    learn: Learner | None = None
+    # None until a host attaches it; typed as attached, which is where event methods run.
+    learn: LoopState = None  # type: ignore[assignment]
 
     @property
     def name(self) -> str:
@@ -74,7 +75,7 @@ class Callback:
         # Only reached when normal lookup fails: read through to the learner, as fastai.
         if name.startswith("__") or name == "learn":
             raise AttributeError(name)
-        learn = self.__dict__.get("learn") or type(self).learn
+        learn = self.__dict__.get("learn")
         if learn is None:
             raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r} (not attached to a Learner yet)")
         return getattr(learn, name)

@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, TensorDataset
 
-from .resumable import EvalDataLoader, ResumableDataLoader
+from .loaders import EvalDataLoader, ResumableDataLoader
 
 __all__ = ["DataBunch", "forward_exception", "unrepeated"]
 

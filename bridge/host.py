@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -25,7 +27,7 @@ else:  # pragma: no cover
 
 from .callback import Callback, callback_name
 from .dialects import RunnerView, V1Flags, unwrap, wrap_callback
-from .distributed import is_global_zero
+from .distributed import atomic_save, is_global_zero
 from .handler import CallbackHandler
 
 __all__ = ["CallbackHost"]
@@ -66,6 +68,12 @@ class CallbackHost:
         self.exception: BaseException | None = None
         self.final_record: list[float] | None = None
         self.last_metrics: list[float] | None = None
+        #: Set by GradientAccumulation on a batch that only accumulates: under DDP the
+        #: module then skips the gradient all-reduce of that backward.
+        self.skip_grad_sync = False
+        #: Where ``save``/``load`` and file-writing callbacks work (``path/model_dir/name.pth``).
+        self.path = Path(".")
+        self.model_dir = Path("models")
         self._n_inp = 1
         self.cb_handler = CallbackHandler(training=functools.partial(getattr, self, "training"))
         self._aliases: dict[str, Any] = {}
@@ -95,6 +103,19 @@ class CallbackHost:
     def y(self) -> Any:
         """The target, de-tupled when the batch has one target (fastai v2 ``learn.y``)."""
         return self.yb[0] if len(self.yb) == 1 else self.yb
+
+    @property
+    def in_fit(self) -> bool:
+        """True in a real training fit: not an evaluation, and not a trial fit whose weights are
+        thrown away (an ``LRFinder``, i.e. a callback exposed as ``learn.lr_finder``, is running).
+
+        Trackers, loggers and savers act only when this is True.
+
+        Example:
+            >>> CallbackHost().in_fit
+            False
+        """
+        return self.stage == "fit" and "lr_finder" not in self.__dict__
 
     @property
     def cbs(self) -> list[Any]:
@@ -262,6 +283,82 @@ class CallbackHost:
             yield self
         finally:
             self._no_logging = old
+
+    def create_opt(self) -> torch.optim.Optimizer:
+        """Build the optimizer; a host without an optimizer factory (the adapter's) names where it comes from.
+
+        Example:
+            >>> CallbackHost().create_opt()  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            RuntimeError: CallbackHost has no optimizer factory: its optimizer is the LightningModule's ...
+        """
+        raise RuntimeError(
+            f"{type(self).__name__} has no optimizer factory: its optimizer is the LightningModule's "
+            "(configure_optimizers)"
+        )
+
+    # -- files -----------------------------------------------------------------------------------
+    def _file(self, file: str | os.PathLike[str]) -> Path:
+        p = Path(file)
+        if p.suffix == "" and not p.is_absolute() and len(p.parts) == 1:
+            return self.path / self.model_dir / f"{file}.pth"
+        return p if p.is_absolute() else self.path / self.model_dir / p
+
+    def save(self, file: str | os.PathLike[str], with_opt: bool = True) -> Path:
+        """Save the model (and optimizer) to ``path/model_dir/file.pth``; return that path.
+
+        Written by global rank 0 only, atomically.
+
+        Example:
+            >>> # learn.save("stage1")  -> Path('models/stage1.pth')
+        """
+        state: Any = self.model.state_dict()
+        if with_opt and self.opt is not None:
+            state = {"model": state, "opt": self.opt.state_dict()}
+        return atomic_save(state, self._file(file))
+
+    def load(
+        self,
+        file: str | os.PathLike[str],
+        device: str | torch.device | None = None,
+        with_opt: bool = True,
+        strict: bool = True,
+    ) -> Self:
+        """Load what ``save`` wrote (``torch.load(weights_only=True)``: no code is unpickled).
+
+        Example:
+            >>> # learn.load("stage1")
+        """
+        path = self._file(file)
+        if not path.exists():
+            raise FileNotFoundError(f"{type(self).__name__}.load: no file {str(path)!r}")
+        try:
+            state = torch.load(path, map_location=device or self.device, weights_only=True)
+        except Exception as exc:
+            raise ValueError(
+                f"{type(self).__name__}.load: {str(path)!r} is not a loadable model file "
+                f"({type(exc).__name__}: {exc}); "
+                "only tensors and plain containers are accepted (weights_only=True)"
+            ) from exc
+        has_opt = isinstance(state, dict) and set(state) == {"model", "opt"}
+        model_state = state["model"] if has_opt else state
+        try:
+            self.model.load_state_dict(model_state, strict=strict)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{type(self).__name__}.load: {str(path)!r} does not fit this model: {exc}") from exc
+        if has_opt and with_opt:
+            if self.opt is None:
+                self.create_opt()
+            assert self.opt is not None
+            try:
+                self.opt.load_state_dict(state["opt"])
+            except (ValueError, KeyError) as exc:
+                warnings.warn(
+                    f"{type(self).__name__}.load: could not load the optimizer state ({exc}); kept a fresh one",
+                    stacklevel=2,
+                )
+        return self
 
     # -- output helpers for callbacks --------------------------------------------------------------
     def print(self, text: str) -> None:

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import typing
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 
 if TYPE_CHECKING:
-    from .learner import Learner
+    from .protocol import LearnerState
 
 __all__ = ["PRECISION_CALLBACKS", "set_precision", "translate_precision_callback"]
+
+L = TypeVar("L", bound="LearnerState")
 
 #: Names of fastai callback classes that are turned into a Trainer precision.
 PRECISION_CALLBACKS = ("MixedPrecision", "NonNativeMixedPrecision")
@@ -33,7 +35,7 @@ def _accepted() -> tuple[str, ...]:
         return ("16-mixed", "bf16-mixed", "32-true", "64-true", "16-true", "bf16-true")
 
 
-def set_precision(learn: Learner, precision: str) -> Learner:
+def set_precision(learn: L, precision: str) -> L:
     """Train ``learn`` with Lightning ``precision`` (``"16-mixed"``, ``"bf16-mixed"``, ``"32-true"``...).
 
     Sets ``learn.trainer_options["precision"]``. A precision plugin in
@@ -81,7 +83,7 @@ def _callback_precision(cb: Any) -> str:
     return "16-mixed"
 
 
-def translate_precision_callback(learn: Learner, cb: Any) -> bool:
+def translate_precision_callback(learn: LearnerState, cb: Any) -> bool:
     """If ``cb`` is a ported fastai ``MixedPrecision`` callback, set the Trainer precision instead.
 
     Returns True when ``cb`` was translated (the caller must then not add it): fastai's

@@ -13,8 +13,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from .callback_state import callback_states, load_callback_states
 from .distributed import rank_local
-from .state import callback_states, load_callback_states
 
 __all__ = ["ship_state_back"]
 

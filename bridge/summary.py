@@ -19,7 +19,7 @@ from .dialects import V1Flags
 from .events import EVENT_NAMES
 
 if TYPE_CHECKING:
-    from .learner import Learner
+    from .protocol import LearnerState
 
 __all__ = ["callbacks_per_event", "summary"]
 
@@ -30,7 +30,7 @@ def _check_depth(max_depth: object) -> int:
     return max_depth
 
 
-def callbacks_per_event(learn: Learner) -> dict[str, list[str]]:
+def callbacks_per_event(learn: LearnerState) -> dict[str, list[str]]:
     """Class names of the callbacks that run at each event, in loop order (events with none left out).
 
     Names are the user's classes (a fastai v1 or course-v3 callback shows as itself, not as
@@ -52,7 +52,7 @@ def callbacks_per_event(learn: Learner) -> dict[str, list[str]]:
     return table
 
 
-def _example_input(learn: Learner) -> tuple[Any, ...] | None:
+def _example_input(learn: LearnerState) -> tuple[Any, ...] | None:
     """The inputs of the first validation batch, drawn without touching torch's global RNG."""
     dl = getattr(learn.dls, "valid_dl", None) or getattr(learn.dls, "train_dl", None)
     if dl is None:
@@ -77,7 +77,7 @@ def _example_on(module: Any, example: tuple[Any, ...] | None) -> Any:
         module.example_input_array = old
 
 
-def summary(learn: Learner, max_depth: int = 2, with_shapes: bool = True) -> str:
+def summary(learn: LearnerState, max_depth: int = 2, with_shapes: bool = True) -> str:
     """Lightning's model summary of ``learn.module`` and the callbacks per event, as text.
 
     Args:

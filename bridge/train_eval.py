@@ -24,11 +24,10 @@ class TrainEvalCallback(Callback):
     run_valid = False
 
     def after_create(self) -> None:
-        self.learn.n_epoch = 1  # type: ignore[union-attr]
+        self.learn.n_epoch = 1
 
     def before_fit(self) -> None:
         learn = self.learn
-        assert learn is not None
         learn.epoch, learn.train_iter, learn.pct_train = 0, 0, 0.0
         learn.loss = torch.tensor(0.0)
         if hasattr(learn.model, "reset"):
@@ -36,7 +35,6 @@ class TrainEvalCallback(Callback):
 
     def before_train(self) -> None:
         learn = self.learn
-        assert learn is not None
         learn.pct_train = learn.epoch / learn.n_epoch
         resumed = self.__dict__.pop("_resumed", None)
         if resumed is not None and resumed[0] == learn.epoch:  # resumed mid-epoch: keep the saved position
@@ -46,24 +44,20 @@ class TrainEvalCallback(Callback):
 
     def before_validate(self) -> None:
         learn = self.learn
-        assert learn is not None
         learn.model.eval()
         learn.training = False
 
     def after_batch(self) -> None:
         learn = self.learn
-        assert learn is not None
         learn.pct_train += 1.0 / (learn.n_iter * learn.n_epoch)
         learn.train_iter += 1
 
     def state_dict(self) -> dict[str, float]:
         """Loop position, so a resumed fit continues its schedules where it stopped."""
         learn = self.learn
-        assert learn is not None
         return {"train_iter": int(learn.train_iter), "pct_train": float(learn.pct_train), "epoch": int(learn.epoch)}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         learn = self.learn
-        assert learn is not None
         learn.train_iter, learn.pct_train = int(state["train_iter"]), float(state["pct_train"])
         self.__dict__["_resumed"] = (int(state.get("epoch", -1)), float(state["pct_train"]))

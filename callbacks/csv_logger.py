@@ -90,8 +90,7 @@ class CSVLogger(Callback):
 
     def before_fit(self) -> None:
         learn = self.learn
-        assert learn is not None
-        self.run = learn.stage == "fit" and not hasattr(self, "lr_finder") and not hasattr(self, "gather_preds")
+        self.run = learn.in_fit
         if not self.run:
             return
         self._header = list(learn.recorder.metric_names)  # type: ignore[attr-defined]
@@ -109,7 +108,6 @@ class CSVLogger(Callback):
 
     def after_epoch(self) -> None:
         learn = self.learn
-        assert learn is not None
         row: list[Any] = [learn.epoch, *learn.recorder.values[-1]]  # type: ignore[attr-defined]
         if len(self._header) > len(row):  # the Recorder's time column
             row.append(format_time(time.time() - self._start))

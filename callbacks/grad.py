@@ -35,7 +35,7 @@ class GradientClip(Callback):
         self.norm_type = float(norm_type)
 
     def before_step(self) -> None:
-        nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm, self.norm_type)  # type: ignore[union-attr]
+        nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm, self.norm_type)
 
 
 class GradientAccumulation(Callback):
@@ -67,27 +67,24 @@ class GradientAccumulation(Callback):
     def before_fit(self) -> None:
         self.count = 0
         learn = self.learn
-        assert learn is not None
         if learn.stage == "fit" and learn.opt is not None:
             learn.opt.zero_grad()  # a previous fit may have left an incomplete accumulation
 
     def after_loss(self) -> None:
         learn = self.learn
-        assert learn is not None
         bs = find_bs(learn.yb)
         learn.loss_grad = learn.loss_grad / (self.n_acc / bs)
-        learn.skip_grad_sync = self.count + bs < self.n_acc  # type: ignore[attr-defined]
+        learn.skip_grad_sync = self.count + bs < self.n_acc
 
     def before_step(self) -> None:
         learn = self.learn
-        assert learn is not None
         self.count += find_bs(learn.yb)
         if self.count < self.n_acc:
             raise CancelBatchException()  # skip step and zero_grad
         self.count = 0
 
     def after_batch(self) -> None:
-        self.learn.skip_grad_sync = False  # type: ignore[union-attr]
+        self.learn.skip_grad_sync = False
 
     def after_fit(self) -> None:
-        self.learn.skip_grad_sync = False  # type: ignore[union-attr]
+        self.learn.skip_grad_sync = False

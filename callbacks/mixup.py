@@ -200,11 +200,10 @@ class MixHandler(Callback):
 
     # -- loss swap ---------------------------------------------------------------------------
     def _in_fit(self) -> bool:
-        return getattr(self.learn, "stage", None) not in ("validate", "predict")
+        return self.learn.stage == "fit"
 
     def _check_loss(self) -> None:
         learn = self.learn
-        assert learn is not None
         lf = learn.loss_func
         if lf is self._lf:  # already swapped (a fit that failed before restoring)
             lf = self.old_lf
@@ -227,7 +226,6 @@ class MixHandler(Callback):
 
     def before_train(self) -> None:
         learn = self.learn
-        assert learn is not None
         if self.generator is None:  # no before_fit in this loop (e.g. a plain Lightning project)
             self.before_fit()
         if learn.loss_func is not self._lf:
@@ -259,7 +257,6 @@ class MixHandler(Callback):
         Half/bf16 predictions are cast to float32 first and the loss runs outside autocast.
         """
         learn = self.learn
-        assert learn is not None
         if not learn.training:
             out: Tensor = self.old_lf(pred, *yb)
             return out
@@ -293,7 +290,7 @@ class MixHandler(Callback):
     def _mix_targets(self) -> None:
         """Integer targets: mix the loss (``stack_y``); float targets: ``learn.yb = lerp(yb1, yb, lam)``."""
         learn = self.learn
-        assert learn is not None and self.lam is not None
+        assert self.lam is not None
         self.stack_y = any(_is_int(y) for y in learn.yb)
         if self.stack_y:
             return
@@ -326,7 +323,6 @@ class MixUp(MixHandler):
 
     def before_batch(self) -> None:
         learn = self.learn
-        assert learn is not None
         if not learn.training or not learn.xb or not isinstance(learn.xb[0], Tensor):
             return
         x = learn.xb[0]
@@ -384,7 +380,6 @@ class CutMix(MixHandler):
 
     def before_batch(self) -> None:
         learn = self.learn
-        assert learn is not None
         if not learn.training or not learn.xb:
             return
         x = learn.xb[0]

@@ -96,7 +96,7 @@ class TensorBoardCallback(Callback):
     def _lightning_writer(self) -> Any:
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        trainer = self.learn.trainer  # type: ignore[union-attr]
+        trainer = self.learn.trainer
         for logger in getattr(trainer, "loggers", None) or []:
             if isinstance(logger, TensorBoardLogger):
                 return logger
@@ -104,8 +104,7 @@ class TensorBoardCallback(Callback):
 
     def before_fit(self) -> None:
         learn = self.learn
-        assert learn is not None
-        self.run = learn.stage == "fit" and not hasattr(self, "lr_finder") and not hasattr(self, "gather_preds")
+        self.run = learn.in_fit
         if not self.run or not is_global_zero():
             self.writer = None
             return
@@ -127,11 +126,10 @@ class TensorBoardCallback(Callback):
 
     def _hypers(self) -> dict[str, Any]:
         learn = self.learn
-        assert learn is not None
         opt = learn.opt
         group = opt.param_groups[-1] if opt is not None else {}
         return {
-            "lr": float(group.get("lr", learn.lr)),
+            "lr": float(group.get("lr", getattr(learn, "lr", 0.0))),
             "wd": float(group.get("weight_decay", 0.0) or 0.0),
             "n_epoch": int(learn.n_epoch),
             "bs": int(getattr(learn.dls.train_dl, "batch_size", 0) or 0),
@@ -144,10 +142,9 @@ class TensorBoardCallback(Callback):
 
     # -- batches --------------------------------------------------------------------------
     def before_batch(self) -> None:
-        if self.writer is None or not self.learn.training:  # type: ignore[union-attr]
+        if self.writer is None or not self.learn.training:
             return
         learn = self.learn
-        assert learn is not None
         x = learn.xb[0] if learn.xb else None
         if not isinstance(x, Tensor):
             return
@@ -168,7 +165,6 @@ class TensorBoardCallback(Callback):
 
     def after_step(self) -> None:
         learn = self.learn
-        assert learn is not None
         step = learn.train_iter + 1  # optimizer steps done, this one included
         if self.writer is None or self.hist_every is None or step % self.hist_every:
             return
@@ -190,7 +186,6 @@ class TensorBoardCallback(Callback):
 
     def after_batch(self) -> None:
         learn = self.learn
-        assert learn is not None
         if self.writer is None or not self.log_preds or learn.training or len(self._preds) >= self.n_preds:
             return
         pred, targ = learn.pred, learn.yb[0] if learn.yb else None
@@ -204,8 +199,6 @@ class TensorBoardCallback(Callback):
 
     # -- epochs ---------------------------------------------------------------------------
     def after_epoch(self) -> None:
-        learn = self.learn
-        assert learn is not None
         if self.writer is None:
             return
         if self._own:
@@ -217,11 +210,10 @@ class TensorBoardCallback(Callback):
 
     def _epoch_step(self) -> int:
         # Lightning logs epoch-end values at the last batch's step: global_step - 1.
-        return max(int(self.learn.trainer.global_step) - 1, 0)  # type: ignore[union-attr]
+        return max(int(self.learn.trainer.global_step) - 1, 0)
 
     def _write_scalars(self) -> None:
         learn = self.learn
-        assert learn is not None
         rec = learn.recorder  # type: ignore[attr-defined]
         for i in range(self._n_written, len(rec.losses)):
             self.writer.add_scalar("train_loss", rec.losses[i], i + 1)

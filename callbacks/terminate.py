@@ -40,7 +40,6 @@ class TerminateOnNaNCallback(Callback):
 
     def _check(self) -> None:
         learn = self.learn
-        assert learn is not None
         loss = learn.loss
         if not isinstance(loss, torch.Tensor):
             return
@@ -57,5 +56,5 @@ class TerminateOnNaNCallback(Callback):
         self._check()
 
     def after_batch(self) -> None:
-        if not self.learn.training:  # type: ignore[union-attr]
+        if not self.learn.training:
             self._check()

@@ -135,8 +135,7 @@ class TrackerCallback(Callback):
 
     def before_fit(self) -> None:
         learn = self.learn
-        assert learn is not None
-        self.run = learn.stage == "fit" and not hasattr(self, "lr_finder") and not hasattr(self, "gather_preds")
+        self.run = learn.in_fit
         if not self.run:
             return
         if self.reset_on_fit or self.best is None:
@@ -158,7 +157,7 @@ class TrackerCallback(Callback):
         return names
 
     def _value(self) -> float:
-        val = float(self.learn.recorder.values[-1][self.idx])  # type: ignore[union-attr]
+        val = float(self.learn.recorder.values[-1][self.idx])  # type: ignore[attr-defined]
         if world_size() > 1:
             # Values are rank-reduced already; rank 0's copy makes the decision identical on
             # every rank even for a metric whose cross-rank sync is off.
@@ -248,24 +247,21 @@ class SaveModelCallback(TrackerCallback):
         self.last_saved_path: os.PathLike[str] | None = None
 
     def _save(self, name: str) -> None:
-        self.last_saved_path = self.learn.save(name, with_opt=self.with_opt)  # type: ignore[union-attr]
+        self.last_saved_path = self.learn.save(name, with_opt=self.with_opt)
 
     def after_epoch(self) -> None:
-        epoch = self.learn.epoch  # type: ignore[union-attr]
+        epoch = self.learn.epoch
         if self.every_epoch:
             if epoch % self.every_epoch == 0:
                 self._save(f"{self.fname}_{epoch}")
             return
         super().after_epoch()
         if self.new_best:
-            self.learn.print(  # type: ignore[union-attr]
-                f"Better model found at epoch {epoch} with {self.monitor} value: {self.best}."
-            )
+            self.learn.print(f"Better model found at epoch {epoch} with {self.monitor} value: {self.best}.")
             self._save(self.fname)
 
     def after_fit(self) -> None:
         learn = self.learn
-        assert learn is not None
         self.run = True
         if learn.exception is not None:
             # A crash may have hit one rank only: no collective, no load.
@@ -349,9 +345,9 @@ class EarlyStoppingCallback(_PatienceTracker):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            epoch = self.learn.epoch  # type: ignore[union-attr]
+            epoch = self.learn.epoch
             self.stopped_epoch = epoch
-            self.learn.print(f"No improvement since epoch {epoch - self.wait}: early stopping")  # type: ignore[union-attr]
+            self.learn.print(f"No improvement since epoch {epoch - self.wait}: early stopping")
             raise CancelFitException()
 
 
@@ -400,11 +396,11 @@ class ReduceLROnPlateau(_PatienceTracker):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            opt = self.learn.opt  # type: ignore[union-attr]
+            opt = self.learn.opt
             assert opt is not None
             old_lr = opt.param_groups[-1]["lr"]
             set_hyper(opt, "lr", [max(g["lr"] / self.factor, self.min_lr) for g in opt.param_groups])
             self.wait = 0
             new_lr = opt.param_groups[-1]["lr"]
             if new_lr < old_lr:
-                self.learn.print(f"Epoch {self.learn.epoch}: reducing lr to {float(new_lr)}")  # type: ignore[union-attr]
+                self.learn.print(f"Epoch {self.learn.epoch}: reducing lr to {float(new_lr)}")

@@ -29,7 +29,7 @@ PUBLIC = _public()
 
 def test_the_public_api_is_found() -> None:
     found = {name for name, _ in PUBLIC}
-    assert {"bridge.learner.Learner", "bridge.resumable.ResumableDataLoader", "callbacks.recorder.Recorder"} <= found
+    assert {"bridge.learner.Learner", "bridge.loaders.ResumableDataLoader", "bridge.recorder.Recorder"} <= found
     assert len(found) > 60
 
 

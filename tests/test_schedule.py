@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bridge import Callback
-from bridge.freeze import expand_to_groups, group_splits, lr_range, n_splits
+from bridge.lr_ranges import expand_to_groups, group_splits, lr_range, n_splits
 from bridge.optim import NO_WD, SGD
 from callbacks import (
     ParamScheduler,

@@ -22,7 +22,7 @@ from .optim import NO_WD
 if TYPE_CHECKING:
     import torch
 
-    from .learner import Learner
+    from .protocol import LearnerState, LoopState
 
 __all__ = ["SPLIT_KEY", "even_mults", "expand_to_groups", "freeze_to", "group_splits", "lr_range", "n_splits"]
 
@@ -32,7 +32,7 @@ SPLIT_KEY = "fastlight_split"
 _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
-def _opt(learn: Learner) -> torch.optim.Optimizer:
+def _opt(learn: LoopState) -> torch.optim.Optimizer:
     if learn.opt is None:
         learn.create_opt()
     assert learn.opt is not None
@@ -51,7 +51,7 @@ def _structural(groups: Sequence[dict[str, Any]]) -> list[int]:
     return out
 
 
-def group_splits(learn: Learner) -> list[int]:
+def group_splits(learn: LoopState) -> list[int]:
     """Splitter-group index of each torch param group of ``learn.opt`` (created if needed).
 
     Found by parameter identity in ``learn.splitter(learn.model)``, falling back on the
@@ -66,7 +66,8 @@ def group_splits(learn: Learner) -> list[int]:
         return [int(g[SPLIT_KEY]) for g in groups]
     where: dict[int, int] = {}
     try:
-        for i, split in enumerate(learn.splitter(learn.model)):
+        splitter: Any = getattr(learn, "splitter", None)  # the adapter's host has none
+        for i, split in enumerate(splitter(learn.model)):
             for p in split:
                 where.setdefault(id(p), i)
     except Exception:  # a splitter that fails now (e.g. on a changed model): use the layout
@@ -82,7 +83,7 @@ def group_splits(learn: Learner) -> list[int]:
     return out
 
 
-def n_splits(learn: Learner) -> int:
+def n_splits(learn: LoopState) -> int:
     """How many splitter groups ``learn.opt`` holds (fastai's ``len(opt.param_lists)``).
 
     Example:
@@ -91,7 +92,7 @@ def n_splits(learn: Learner) -> int:
     return max(group_splits(learn)) + 1
 
 
-def expand_to_groups(learn: Learner, values: Sequence[Any]) -> list[Any]:
+def expand_to_groups(learn: LoopState, values: Sequence[Any]) -> list[Any]:
     """One value per torch param group, from one per splitter group (or already per torch group).
 
     Example:
@@ -122,7 +123,7 @@ def even_mults(start: float, stop: float, n: int) -> Any:
     return [start * step**i for i in range(n)]
 
 
-def lr_range(learn: Learner, lr: float | slice | Sequence[float]) -> Any:
+def lr_range(learn: LoopState, lr: float | slice | Sequence[float]) -> Any:
     """fastai's ``slice`` learning rates: one value per splitter group.
 
     ``slice(start, stop)``: geometric spacing from ``start`` to ``stop``;
@@ -143,7 +144,7 @@ def lr_range(learn: Learner, lr: float | slice | Sequence[float]) -> Any:
     return [lr.stop / 10] * (n - 1) + [lr.stop]
 
 
-def freeze_to(learn: Learner, n: int) -> None:
+def freeze_to(learn: LearnerState, n: int) -> None:
     """fastai's ``freeze_to``: splitter groups before ``n`` stop training (norm layers keep training).
 
     As fastai with ``train_bn=True``: parameters of batch/layer/group-norm layers stay

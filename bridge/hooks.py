@@ -1,0 +1,200 @@
+"""Lightning's hooks, translated into fastai's levels: the one table both hosts use.
+
+:class:`~bridge.LearnerModule` (the Learner's LightningModule) and
+:class:`~bridge.LightningAdapter` (a Lightning callback on the user's module) call the
+function named after each Lightning hook; the batch levels inside ``training_step`` /
+``validation_step`` are the engine's (:mod:`bridge.engine`).
+
+Hook mapping (``fn`` is ``trainer.state.fn``):
+
+=============================  ================================================
+Lightning point                 fastai events
+=============================  ================================================
+on_fit_start                    before_fit
+on_train_epoch_start            before_epoch, before_train
+training_step / validation_step the batch events (see ``bridge.engine``)
+on_validation_epoch_start       after_train, before_validate
+on_validation_epoch_end         after_validate
+on_train_epoch_end              after_train (if no validation ran), after_epoch
+on_fit_end / on_exception      after_fit
+on_validation_start/_end        before_fit, before_epoch / after_epoch, after_fit
+  (``fn == "validate"``)          around a stand-alone validation
+=============================  ================================================
+
+Example:
+    >>> sorted(HOOKS)[:3]
+    ['on_fit_end', 'on_fit_start', 'on_train_epoch_end']
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .callback_state import load_callback_states
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from .levels import Levels
+
+__all__ = ["HOOKS"]
+
+
+def on_fit_start(levels: Levels, trainer: pl.Trainer) -> None:
+    """``on_fit_start``: before_fit, then any callback state restored from a checkpoint."""
+    learn = levels.learn
+    learn.trainer = trainer
+    learn.stage = "fit"
+    levels.sync = _make_sync(trainer)
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:
+        learn.n_epoch = int(trainer.max_epochs)
+    levels.reset()
+    levels.at_hook(lambda: levels.open_level("fit"))
+    if levels.pending_state is not None:
+        load_callback_states(learn.cbs, levels.pending_state)
+        levels.pending_state = None
+
+
+def on_fit_end(levels: Levels, trainer: pl.Trainer | None = None) -> None:
+    """``on_fit_end`` (and the end of a stand-alone validation): after_fit if fit is open."""
+    levels.agree()
+    if levels.is_open("fit"):
+        del levels.open[1:]
+        levels.guard(lambda: levels.close_level("fit"))
+    levels.reset()
+    learn = levels.learn
+    learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None
+    learn.loss_grad = None
+
+
+def on_exception(levels: Levels, exc: BaseException) -> None:
+    """``on_exception``: Lightning skips on_fit_end, so after_fit runs from here."""
+    levels.learn.exception = exc
+    levels.sync = None  # no collectives on the way out: the other ranks may be gone
+    levels.deferred = None
+    try:
+        if levels.is_open("fit"):
+            on_fit_end(levels)
+    except BaseException as during:  # never mask the original error
+        exc.add_note(f"fastlight: after_fit also failed while handling it: {type(during).__name__}: {during}")
+    finally:
+        levels.reset()
+
+
+def on_train_epoch_start(levels: Levels, trainer: pl.Trainer) -> None:
+    """``on_train_epoch_start``: before_epoch, before_train."""
+    if not levels.is_open("fit"):
+        return
+    learn = levels.learn
+    learn.epoch = trainer.current_epoch
+
+    def start() -> None:
+        levels.open_level("epoch")
+        learn.dl = trainer.train_dataloader
+        learn.n_iter = _len(learn.dl)
+        levels.open_level("train")
+
+    levels.at_hook(start)
+
+
+def on_validation_epoch_start(levels: Levels, trainer: pl.Trainer) -> None:
+    """``on_validation_epoch_start``: after_train (in a fit), before_validate."""
+    if trainer.sanity_checking:
+        return
+    learn = levels.learn
+
+    def start() -> None:
+        if trainer.state.fn == "fit":
+            levels.close_level("train")
+        if levels.is_open("epoch"):
+            learn.dl = _first(trainer.val_dataloaders)
+            learn.n_iter = _len(learn.dl)
+            levels.open_level("validate")
+
+    levels.at_hook(start)
+
+
+def on_validation_epoch_end(levels: Levels, trainer: pl.Trainer) -> None:
+    """``on_validation_epoch_end``: after_validate."""
+    if not trainer.sanity_checking:
+        levels.at_hook(lambda: levels.close_level("validate"))
+
+
+def on_train_epoch_end(levels: Levels, trainer: pl.Trainer | None = None) -> None:
+    """``on_train_epoch_end``: after_train if no validation ran, then after_epoch."""
+
+    def end() -> None:
+        levels.close_level("train")
+        levels.close_level("epoch")
+
+    levels.at_hook(end)
+
+
+def on_validation_start(levels: Levels, trainer: pl.Trainer) -> None:
+    """``on_validation_start`` of ``trainer.validate``: before_fit, before_epoch (as fastai)."""
+    if trainer.state.fn == "fit" or trainer.sanity_checking:
+        return
+    learn = levels.learn
+    learn.trainer = trainer
+    learn.stage = learn.stage if learn.stage in ("validate", "predict") else "validate"
+    learn.epoch = 0
+    levels.reset()
+    levels.sync = _make_sync(trainer)
+
+    def start() -> None:
+        levels.open_level("fit")
+        levels.open_level("epoch")
+
+    levels.at_hook(start)
+
+
+def on_validation_end(levels: Levels, trainer: pl.Trainer) -> None:
+    """``on_validation_end`` of ``trainer.validate``: after_epoch, after_fit."""
+    if trainer.state.fn == "fit" or trainer.sanity_checking:
+        return
+    levels.at_hook(lambda: levels.close_level("epoch"))
+    on_fit_end(levels)
+
+
+def _first(loaders: Any) -> Any:
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    return loaders
+
+
+def _len(dl: Any) -> int:
+    try:
+        return len(dl)
+    except TypeError:
+        return 0
+
+
+def _make_sync(trainer: pl.Trainer) -> Callable[[list[float]], list[float]] | None:
+    """An all-reduce MAX of a few flags over the job's ranks; None in a single process."""
+    if trainer.world_size <= 1:
+        return None
+    import torch
+    import torch.distributed as dist
+
+    device = trainer.strategy.root_device if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def sync(flags: list[float]) -> list[float]:
+        t = torch.tensor(flags, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.tolist()
+
+    return sync
+
+
+#: Lightning hook name -> its fastai level transitions (``on_exception`` takes the exception instead).
+HOOKS: dict[str, Callable[[Levels, Any], None]] = {
+    "on_fit_start": on_fit_start,
+    "on_train_epoch_start": on_train_epoch_start,
+    "on_validation_start": on_validation_start,
+    "on_validation_epoch_start": on_validation_epoch_start,
+    "on_validation_epoch_end": on_validation_epoch_end,
+    "on_validation_end": on_validation_end,
+    "on_train_epoch_end": on_train_epoch_end,
+    "on_fit_end": on_fit_end,
+}

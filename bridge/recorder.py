@@ -1,0 +1,269 @@
+"""``Recorder``: losses, learning rates and metrics of every fit, the epoch table, and logging."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .callback import Callback
+from .distributed import collectives_enabled, is_global_zero, reduce_mean_ragged, world_size
+from .metrics import AvgLoss, find_bs, metric_name
+
+__all__ = ["Recorder"]
+
+
+def format_time(t: float) -> str:
+    """fastai's ``mm:ss`` (or ``h:mm:ss``) epoch time.
+
+    Example:
+        >>> format_time(75.2)
+        '01:15'
+    """
+    t = int(t)
+    h, m, s = t // 3600, (t // 60) % 60, t % 60
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+class Recorder(Callback):
+    """Records the training history and prints fastai's epoch table (added by default).
+
+    - ``losses``: smoothed train loss per iteration (exponential moving average with
+      ``beta``, debiased, as fastai's ``smooth_loss``), averaged over ranks.
+    - ``lrs``: learning rate of the last param group per iteration.
+    - ``values``: one row per epoch, ``[train_loss, valid_loss, *metrics]``.
+    - ``metric_names``: ``['epoch', 'train_loss', 'valid_loss', *metrics, 'time']``.
+
+    Per-step values stay on the device and are read back every ``log_every_n_steps``
+    batches (and at the end of each training phase), when they are also sent to the
+    Lightning loggers as ``train_loss`` and ``lr``; ``valid_loss`` and the metrics go
+    through ``self.log`` at each epoch end, so any Lightning logger and monitoring
+    callback (``ModelCheckpoint(monitor="valid_loss")``) sees them.
+
+    Example:
+        >>> # learn.fit(2); learn.recorder.values[-1]  -> [train_loss, valid_loss, accuracy]
+    """
+
+    order = 50
+
+    def __init__(self, add_time: bool = True, train_metrics: bool = False, beta: float = 0.98) -> None:
+        for name, flag in (("add_time", add_time), ("train_metrics", train_metrics)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"Recorder: `{name}` must be a bool, got {flag!r}")
+        if train_metrics:
+            raise NotImplementedError(
+                "Recorder: `train_metrics=True` (metrics on training batches) is not supported yet; "
+                "metrics are computed on the validation set"
+            )
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+            raise ValueError(f"Recorder: `beta` must be a number in [0, 1), got {beta!r}")
+        self.add_time = add_time
+        self.train_metrics = train_metrics
+        self.beta = beta
+        self.lrs: list[float] = []
+        self.iters: list[int] = []
+        self.losses: list[float] = []
+        self.values: list[list[float]] = []
+        self.metric_names: list[str] = []
+        self._valid_loss = AvgLoss()
+        self._pending: list[Tensor] = []
+        self._reset_smooth()
+
+    def _reset_smooth(self) -> None:
+        self._count = 0
+        self._dev_val: Tensor | None = None
+        self._host_val = 0.0
+        self._host_count = 0
+
+    @property
+    def _in_fit(self) -> bool:
+        return self.learn is not None and self.learn.stage == "fit"
+
+    # -- fit ---------------------------------------------------------------------------------------
+    def before_fit(self) -> None:
+        learn = self.learn
+        names = [metric_name(m) for m in learn.metrics]
+        self.metric_names = ["epoch", "train_loss", "valid_loss", *names] + (["time"] if self.add_time else [])
+        self.before_epoch()
+        if not self._in_fit:
+            return
+        self.lrs, self.iters, self.losses, self.values = [], [], [], []
+        self._pending = []
+        self._reset_smooth()
+        self._header_done = False
+        trainer = learn.trainer
+        self._every = max(int(getattr(trainer, "log_every_n_steps", 50) or 50), 1)
+        # Under DDP a rank that cancelled may skip a batch's after_batch: flush (a collective)
+        # only where every rank is sure to be, at the end of the training phase.
+        self._flush_per_batch = world_size() == 1
+
+    def before_epoch(self) -> None:
+        self.cancel_train = self.cancel_valid = False
+        self._start = time.time()
+        self._train_loss = math.nan
+        self._valid = [math.nan] * (1 + len(self.learn.metrics))
+
+    def before_validate(self) -> None:
+        learn = self.learn
+        self._valid_loss = self._valid_loss.to(learn.device)
+        self._valid_loss.reset()
+        for m in learn.metrics:
+            m.reset()
+
+    def after_cancel_train(self) -> None:
+        self.cancel_train = True
+
+    def after_cancel_validate(self) -> None:
+        self.cancel_valid = True
+
+    def after_batch(self) -> None:
+        learn = self.learn
+        if not learn.yb or learn.loss is None:
+            return
+        if learn.training:
+            # Two device ops a batch: the EMA in place (this tensor is the Recorder's own) and
+            # the debiased value callbacks read; mean()/float() only when they change something.
+            loss = learn.loss.detach()
+            if loss.ndim:
+                loss = loss.mean()
+            if loss.dtype != torch.float32:
+                loss = loss.float()
+            self._pending.append(loss)
+            state = self.__dict__  # plain writes: Callback.__setattr__ checks the learner each time
+            count = state["_count"] = self._count + 1
+            val = self._dev_val
+            if val is None:
+                state["_dev_val"] = val = loss * (1 - self.beta)
+            else:
+                val.lerp_(loss, 1 - self.beta)
+            learn.smooth_loss = val * (1 / (1 - self.beta**count))
+            self.lrs.append(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
+            if self._flush_per_batch and len(self._pending) >= self._every:
+                self._flush()
+        else:
+            self._valid_loss.update(learn.loss, find_bs(learn.yb))
+            for m in learn.metrics:
+                m.update(learn.pred, *learn.yb)
+
+    def _flush(self, across_ranks: bool = True) -> None:
+        """Read back pending losses (one device sync, one collective under DDP) and log them."""
+        distributed = across_ranks and collectives_enabled()
+        if not self._pending and not distributed:
+            return
+        # Under DDP every rank joins the collective even with nothing pending: ranks may hold
+        # different counts (a one-rank cancel), and an early return here would hang the others.
+        stacked = torch.stack(self._pending).float() if self._pending else torch.zeros(0, device=self._device())
+        raw: list[float] = (reduce_mean_ragged(stacked) if distributed else stacked).tolist()
+        self._pending = []
+        beta, every = self.beta, self._every
+        learn = self.learn
+        for v in raw:
+            self._host_count += 1
+            self._host_val = beta * self._host_val + (1 - beta) * v
+            self.losses.append(self._host_val / (1 - beta**self._host_count))
+            if self._host_count % every == 0:
+                i = min(self._host_count, len(self.lrs)) - 1
+                lr = float(self.lrs[i]) if i >= 0 else math.nan
+                learn.log_step({"train_loss": self.losses[-1], "lr": lr}, step=self._host_count)
+
+    def _device(self) -> torch.device:
+        module = getattr(self.learn, "module", None)
+        return module.device if module is not None else torch.device("cpu")
+
+    def after_train(self) -> None:
+        if not self._in_fit:
+            return
+        self._flush()
+        if self.losses:
+            self._train_loss = self.losses[-1]
+
+    def after_validate(self) -> None:
+        learn = self.learn
+        # Under DDP compute() is a collective: every rank calls it, even one that saw no batch.
+        if self._valid_loss.update_count == 0 and world_size() == 1:
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*compute.*before the.*update.*")
+            values = [self._valid_loss.compute()]
+            values += [m.compute() for m in learn.metrics]
+        self._valid = [float(v) for v in values]
+        learn.last_metrics = list(self._valid)
+
+    def after_epoch(self) -> None:
+        learn = self.learn
+        if not self._in_fit:
+            learn.final_record = list(self._valid)
+            return
+        self._flush()  # losses of a cancelled epoch, so that ranks stay aligned batch by batch
+        record = [self._train_loss, *self._valid]
+        learn.final_record = record
+        self.values.append(record)
+        self.iters.append(len(self.losses))
+        row: list[Any] = [learn.epoch, *record]
+        if self.add_time:
+            row.append(format_time(time.time() - self._start))
+        self._print_row(row)
+        logged = dict(zip(self.metric_names[2:], self._valid, strict=False))
+        learn.log_epoch(logged, extra={"train_loss": self._train_loss})
+
+    def after_fit(self) -> None:
+        if self._in_fit:
+            # After an error the other ranks may be gone: no collective on the way out.
+            self._flush(across_ranks=self.learn is not None and self.learn.exception is None)
+
+    # -- output ------------------------------------------------------------------------------------
+    def _print_row(self, row: list[Any]) -> None:
+        if not is_global_zero():
+            return
+        cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
+        widths = [max(len(n), len(c)) for n, c in zip(self.metric_names, cells, strict=False)]
+        lines = []
+        if not self._header_done:
+            lines.append("  ".join(n.ljust(w) for n, w in zip(self.metric_names, widths, strict=False)).rstrip())
+            self._header_done = True
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
+        self.learn.print("\n".join(lines))
+
+    def plot_lr_find(
+        self, skip_end: int = 5, return_fig: bool = True, suggestions: Any = None, nms: Any = None, **kwargs: Any
+    ) -> Any:
+        """fastai's lr-finder plot of this history; see :func:`callbacks.lr_finder.plot_lr_find`."""
+        from .lr_finder import plot_lr_find
+
+        return plot_lr_find(self, skip_end, return_fig, suggestions, nms, **kwargs)
+
+    def plot_loss(self, skip_start: int = 5, with_valid: bool = True, log: bool = False) -> Any:
+        """fastai's learning curve; see :func:`callbacks.plots.plot_loss`."""
+        from .plots import plot_loss
+
+        return plot_loss(self, skip_start, with_valid, log)
+
+    def plot_sched(self, keys: list[str] | None = None) -> Any:
+        """fastai's schedule plot; see :func:`callbacks.plots.plot_sched`."""
+        from .plots import plot_sched
+
+        return plot_sched(self, keys)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """History and smoothing state, for Lightning checkpoints (plain floats and ints)."""
+        # After an error (Lightning's OnExceptionCheckpoint) the other ranks may be gone.
+        self._flush(across_ranks=self.learn is None or self.learn.exception is None)
+        return {
+            "lrs": [float(x) for x in self.lrs],
+            "iters": list(self.iters),
+            "losses": list(self.losses),
+            "values": [list(map(float, v)) for v in self.values],
+            "host_val": self._host_val,
+            "host_count": self._host_count,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.lrs, self.iters = list(state["lrs"]), list(state["iters"])
+        self.losses, self.values = list(state["losses"]), [list(v) for v in state["values"]]
+        self._host_val, self._host_count = float(state["host_val"]), int(state["host_count"])
