@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from torch.utils.data import TensorDataset
 from bridge import DataBunch, Learner
 
 REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "tests" / "ddp_scripts"
 QUIET = dict(enable_progress_bar=False, logger=False)
 
 
@@ -40,45 +40,23 @@ def make_learner(tmp_path: Path | str, data: DataBunch | None = None, **kw: Any)
     return Learner(data or make_data(), opts.pop("model", None) or make_model(), **opts)
 
 
-def run_script(code: str, tmp_path: Path, timeout: float = 180, name: str = "script.py") -> list[dict[str, Any]]:
-    """Run ``code`` as a script in ``tmp_path`` (DDP scripts launch their own ranks).
+def run_script(script: str, tmp_path: Path, *args: str, timeout: float = 180) -> list[dict[str, Any]]:
+    """Run ``tests/ddp_scripts/<script>.py ARGS`` in ``tmp_path`` (DDP scripts launch their own ranks).
 
-    The script writes ``result_rank{r}.json`` files (see :func:`dump_result` source
-    below, available to the script as ``dump``); they are returned sorted by rank. A
-    non-zero exit fails with the script's output.
+    The script writes ``result_rank{r}.json`` files (with :func:`tests.ddp_scripts._common.dump`);
+    they are returned sorted by rank. A non-zero exit fails with the script's output.
     """
-    prelude = textwrap.dedent(
-        """
-        import atexit, json, os, sys
-        import torch.distributed as _dist
-
-        def _close_group():
-            # Leave gloo's threads cleanly: without this a process may abort at exit
-            # ("terminate called without an active exception").
-            if _dist.is_available() and _dist.is_initialized():
-                _dist.destroy_process_group()
-
-        atexit.register(_close_group)
-
-        def dump(obj, rank=None):
-            ready = _dist.is_available() and _dist.is_initialized()
-            r = rank if rank is not None else (_dist.get_rank() if ready else 0)
-            with open(f"result_rank{r}.json", "w") as f:
-                json.dump(obj, f)
-            if ready and rank is None:
-                _dist.barrier()  # every rank's file is written before any rank exits
-        """
-    )
-    script = tmp_path / name
-    script.write_text(prelude + textwrap.dedent(code))
+    path = SCRIPTS / f"{script}.py"
+    if not path.is_file():
+        raise ValueError(f"run_script: no script {script!r} in {SCRIPTS} (give a module name without .py)")
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, str(path), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
     )
     if proc.returncode != 0:
         raise AssertionError(f"script failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     results = []
-    for path in sorted(tmp_path.glob("result_rank*.json")):
-        results.append(json.loads(path.read_text()))
+    for result in sorted(tmp_path.glob("result_rank*.json")):
+        results.append(json.loads(result.read_text()))
     return results

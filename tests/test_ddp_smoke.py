@@ -8,35 +8,10 @@ import pytest
 
 from tests.helpers import run_script
 
-SCRIPT = """
-import torch
-from bridge import Callback
-from bridge.events import EVENT_NAMES
-from tests.helpers import make_data, make_learner
-
-class Trace(Callback):
-    def __init__(self): self.events = []
-for e in EVENT_NAMES:
-    if e != "after_create":
-        setattr(Trace, e, (lambda e: lambda self: self.events.append(e))(e))
-
-trace = Trace()
-learn = make_learner(".", data=make_data(n=192, n_valid=64, bs=32), cbs=[trace], lr=1e-2)
-learn.fit(2, accelerator="cpu", devices=2, strategy="ddp")
-dump({
-    "events": trace.events,
-    "weights": torch.cat([p.detach().flatten() for p in learn.model.parameters()]).tolist(),
-    "values": learn.recorder.values,
-    "losses": learn.recorder.losses,
-    "world": learn.trainer.world_size,
-    "rank": learn.trainer.global_rank,
-})
-"""
-
 
 @pytest.mark.ddp
 def test_ddp_two_processes(tmp_path: Path) -> None:
-    results = run_script(SCRIPT, tmp_path)
+    results = run_script("ddp_smoke", tmp_path)
     assert [r["rank"] for r in results] == [0, 1] and all(r["world"] == 2 for r in results)
     one_train = ["before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
                  "before_step", "after_step", "after_batch"]  # fmt: skip

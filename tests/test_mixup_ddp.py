@@ -11,42 +11,10 @@ from torch.distributions import Beta
 from callbacks.mixup import _RANK_STRIDE
 from tests.helpers import run_script
 
-SCRIPT = """
-import torch
-from bridge import Callback
-from callbacks import MixUp
-from tests.helpers import make_data, make_learner
-
-def accuracy(pred, y):
-    return (pred.argmax(-1) == y).float().mean()
-
-class Log(Callback):
-    order = 5
-    def __init__(self):
-        self.lams = []
-    def after_loss(self):
-        if self.learn.training:
-            self.lams.append(self.learn.mix_up.lam.tolist())
-
-torch.manual_seed(0)
-log = Log()
-learn = make_learner(".", data=make_data(n=512, bs=32), cbs=[MixUp(), log], metrics=accuracy, lr=3e-2)
-torch.manual_seed(0)  # the global seed both ranks share (make_model seeds too)
-learn.fit(4, accelerator="cpu", devices=2, strategy="ddp")
-from bridge.distributed import global_rank
-dump({
-    "rank": global_rank(),
-    "initial_seed": torch.initial_seed(),
-    "lams": log.lams,
-    "params": [p.detach().flatten().tolist() for p in learn.model.parameters()],
-    "values": learn.recorder.values,
-})
-"""
-
 
 @pytest.mark.ddp
 def test_mixup_ddp_ranks_draw_differently_and_stay_in_sync(tmp_path: Path) -> None:
-    r0, r1 = run_script(SCRIPT, tmp_path)
+    r0, r1 = run_script("mixup_ddp", tmp_path)
     assert (r0["rank"], r1["rank"]) == (0, 1)
     assert r0["initial_seed"] == r1["initial_seed"] == 0
     # each rank's stream is the seeded Beta/randperm sequence for seed + stride * rank

@@ -358,41 +358,6 @@ def compare_throughput(
 
 
 # -- DDP on every visible device ---------------------------------------------------------------------
-DDP_SCRIPT = """
-import torch
-import torch.distributed as dist
-from bridge import Callback, CancelBatchException, SGD
-from tests.helpers import make_data, make_learner
-
-class CancelOnRank1(Callback):
-    order = 5
-    def __init__(self):
-        self.events, self.fired = [], False
-    def after_pred(self):
-        if dist.get_rank() == 1 and self.learn.training and self.learn.train_iter == 1 and not self.fired:
-            self.fired = True
-            raise CancelBatchException()
-    def after_cancel_batch(self):
-        self.events.append("after_cancel_batch")
-
-out = {"rank": None}
-for name, cbs in (("plain", []), ("cancel", [CancelOnRank1()])):
-    # 3 training batches of 32 per rank and epoch, on any number of devices
-    learn = make_learner(".", data=make_data(n=96 * N, n_valid=32 * N, bs=32), cbs=cbs, opt_func=SGD, lr=0.1)
-    learn.create_opt()
-    steps = [0]
-    learn.opt.register_step_post_hook(lambda *a: steps.__setitem__(0, steps[0] + 1))
-    learn.fit(2, accelerator=ACC, devices=N, strategy="ddp")
-    out["rank"] = dist.get_rank()
-    out[name] = {
-        "steps": steps[0],
-        "weights": torch.cat([p.detach().cpu().flatten() for p in learn.model.parameters()]).tolist(),
-        "fired": cbs[0].fired if cbs else False,
-        "cancel_events": cbs[0].events if cbs else [],
-        "device": str(learn.trainer.strategy.root_device),
-    }
-dump(out)
-"""
 
 
 def check_ddp(tmp_path: Path, n_devices: int, accelerator: str = "gpu", timeout: float = 240) -> str:
@@ -401,8 +366,7 @@ def check_ddp(tmp_path: Path, n_devices: int, accelerator: str = "gpu", timeout:
     Example:
         >>> # check_ddp(tmp_path, torch.cuda.device_count())  -> '2 ranks: identical weights, 6 and 5 steps'
     """
-    code = f"ACC, N = {accelerator!r}, {int(n_devices)}\n" + DDP_SCRIPT
-    results = run_script(code, tmp_path, timeout=timeout)
+    results = run_script("gpu_ddp", tmp_path, accelerator, str(int(n_devices)), timeout=timeout)
     assert [r["rank"] for r in results] == list(range(n_devices)), [r["rank"] for r in results]
     for name, want_steps in (("plain", 6), ("cancel", 5)):
         first = results[0][name]
