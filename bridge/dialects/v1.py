@@ -1,0 +1,285 @@
+"""fastai v1 (``CallbackHandler`` with keyword state and dict returns): flags, wrapper, metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..callback import callback_name
+from ..exceptions import (
+    CancelBackwardException,
+    CancelBatchException,
+    CancelFitException,
+    CancelStepException,
+    CancelTrainException,
+    CancelValidException,
+)
+from .common import V1_EVENTS, V1_STATE_KEYS, _defined, _detuple, _tuple, _Wrapped
+
+__all__ = ["V1Callback", "V1Flags", "V1Metric", "is_v1_metric"]
+
+
+class V1Flags:
+    """Shared v1 loop state for a learner, and the last-running callback that acts on its flags.
+
+    v1 callbacks return flags (``stop_epoch``, ``skip_step``, ...); fastai v1 acted on
+    them after *all* callbacks of an event ran, so this callback runs last (huge order)
+    and raises the matching v2 cancel.
+
+    The keyword state is built once per event, at the first v1 callback that runs in it
+    (as fastai v1's handler set it once before calling its callbacks); later v1 callbacks
+    of the event get it with the updates earlier ones returned. Batch values that another
+    callback rebound in between (``xb``, ``yb``, ``pred``, ``loss``, ``smooth_loss``) are
+    read again. Running last in every v1 event, this callback marks the state stale.
+    """
+
+    order = 10**9
+    run = True
+    run_train = True
+    run_valid = True
+
+    def __init__(self, learn: Any) -> None:
+        self.learn = learn
+        self.state: dict[str, Any] = {"last_metrics": None, "stop_training": False, "skip_validate": False}
+        self._reset_batch()
+        self._fresh: str | None = None  # the event the state was built for; None: stale
+        self._seen: tuple[Any, ...] = ()  # (xb, yb, pred, loss, smooth_loss) it was built from
+
+    @property
+    def name(self) -> str:
+        return "_v1_flags"
+
+    def _reset_batch(self) -> None:
+        state = self.state
+        state["stop_epoch"] = state["skip_step"] = state["skip_zero"] = state["skip_bwd"] = False
+
+    def kwargs(self, event: str) -> dict[str, Any]:
+        """The v1 state passed as keyword arguments at ``event``."""
+        learn = self.learn
+        if self._fresh != event:
+            self._fresh = event
+            training = learn.training
+            state = self.state
+            state["epoch"] = learn.epoch
+            state["n_epochs"] = learn.n_epoch
+            # TrainEvalCallback (order -10) already counted this batch at after_batch.
+            state["iteration"] = learn.train_iter - (1 if event == "after_batch" and training else 0)
+            state["num_batch"] = learn.iter
+            state["train"] = training
+            state["pbar"] = None
+            state["metrics"] = learn.metrics
+            self._batch_values(event)
+            return state
+        seen = self._seen
+        if (
+            learn.xb is not seen[0]
+            or learn.yb is not seen[1]
+            or learn.pred is not seen[2]
+            or learn.loss is not seen[3]
+            or learn.smooth_loss is not seen[4]
+        ):
+            self._batch_values(event)
+        return self.state
+
+    def _batch_values(self, event: str) -> None:
+        learn, state = self.learn, self.state
+        xb, yb, pred, loss, smooth = learn.xb, learn.yb, learn.pred, learn.loss, learn.smooth_loss
+        self._seen = (xb, yb, pred, loss, smooth)
+        state["last_input"] = xb[0] if len(xb) == 1 else xb
+        state["last_target"] = yb[0] if len(yb) == 1 else yb
+        state["last_output"] = pred
+        state["last_loss"] = loss.detach() if event == "after_batch" and isinstance(loss, Tensor) else loss
+        state["smooth_loss"] = smooth
+
+    def update(self, source: str, new: Any) -> None:
+        if new is None:
+            return
+        if not isinstance(new, dict):
+            return  # v1 ignored non-dict returns too (e.g. True from old callbacks)
+        for key, value in new.items():
+            if key not in V1_STATE_KEYS:
+                raise KeyError(
+                    f"{source} returned `{key}`, which isn't a valid key in the state of the callbacks; "
+                    f"accepted: {', '.join(sorted(V1_STATE_KEYS))}"
+                )
+            self.state[key] = value
+            learn = self.learn
+            if key == "last_input":
+                learn.xb = _tuple(value)
+            elif key == "last_target":
+                learn.yb = _tuple(value)
+            elif key == "last_output":
+                learn.pred = value
+            elif key == "last_loss":
+                learn.loss = value
+
+    # Acting on the flags, after every other callback of the event ran; each event with a
+    # v1 method ends here, so the keyword state is rebuilt at the next one.
+    def before_fit(self) -> None:
+        self._fresh = None
+
+    def before_epoch(self) -> None:
+        self._fresh = None
+        self.state["stop_training"] = False
+
+    def before_batch(self) -> None:
+        self._fresh = None
+        self._reset_batch()
+
+    def after_pred(self) -> None:
+        self._fresh = None
+
+    def before_validate(self) -> None:
+        if self.state.get("skip_validate"):
+            raise CancelValidException()
+
+    def before_backward(self) -> None:
+        self._fresh = None
+        if self.state["skip_bwd"]:
+            raise CancelBackwardException()
+
+    def after_backward(self) -> None:
+        self._fresh = None
+
+    def before_step(self) -> None:
+        if self.state["skip_step"]:
+            raise CancelStepException()
+
+    def after_step(self) -> None:
+        self._fresh = None
+        if self.state["skip_zero"]:
+            raise CancelBatchException()  # keeps the gradients: no zero_grad
+
+    def after_batch(self) -> None:
+        self._fresh = None
+        if self.state["stop_epoch"]:
+            self.state["stop_epoch"] = False
+            raise CancelTrainException() if self.learn.training else CancelValidException()
+
+    def after_validate(self) -> None:
+        record = getattr(self.learn, "last_metrics", None)
+        self.state["last_metrics"] = list(record) if record is not None else None
+
+    def after_epoch(self) -> None:
+        self._fresh = None
+        if self.state["stop_training"]:
+            raise CancelFitException()
+
+    def after_fit(self) -> None:
+        self._fresh = None
+
+
+class V1Callback(_Wrapped):
+    """A fastai v1 callback presented as a v2 one (see the module table)."""
+
+    dialect = "v1"
+
+    def __init__(self, cb: Any, learn: Any) -> None:
+        super().__init__(cb, learn)
+        self.flags: V1Flags = learn._v1_flags()
+        for method in _defined(cb, V1_EVENTS):
+            setattr(self, V1_EVENTS[method], self._make(getattr(cb, method), method))
+
+    def _make(self, bound: Callable[..., Any], method: str) -> Callable[[], None]:
+        flags = self.flags
+        kwargs, update = flags.kwargs, flags.update
+        event = V1_EVENTS[method]
+        source = f"{type(self.wrapped).__name__}.{method}"
+        learn = self.learn
+
+        if method == "on_train_begin":
+
+            def call() -> None:
+                names = [getattr(m, "name", type(m).__name__) for m in learn.metrics]
+                update(source, bound(**kwargs(event), metrics_names=names))
+
+        elif method == "on_train_end":
+
+            def call() -> None:
+                exception = learn.exception if learn.exception is not None else False
+                update(source, bound(**kwargs(event), exception=exception))
+
+        else:
+
+            def call() -> None:
+                result = bound(**kwargs(event))
+                if result is not None:
+                    update(source, result)
+
+        return call
+
+
+def is_v1_metric(obj: object) -> bool:
+    """A fastai v1 metric callback: defines ``on_epoch_end`` and ``on_batch_end``.
+
+    Example:
+        >>> class AverageAcc:
+        ...     def on_batch_end(self, **kw): ...
+        ...     def on_epoch_end(self, last_metrics, **kw): ...
+        >>> is_v1_metric(AverageAcc())
+        True
+    """
+    return bool(_defined(obj, ("on_epoch_end",))) and bool(_defined(obj, ("on_batch_end",)))
+
+
+def _v1_metric_class() -> type:
+    from torchmetrics import Metric
+
+    class V1MetricImpl(Metric):
+        """A fastai v1 metric callback as a torchmetrics ``Metric`` (computed per process)."""
+
+        full_state_update = True
+
+        def __init__(self, cb: Any) -> None:
+            super().__init__(sync_on_compute=False)
+            self.cb = cb
+            self.name = getattr(cb, "name", None) or callback_name(cb)
+            self._started = False
+
+        def _call(self, method: str, **kwargs: Any) -> Any:
+            fn = getattr(self.cb, method, None)
+            if fn is None:
+                return None
+            base = dict(train=False, epoch=0, iteration=0, num_batch=0, last_metrics=[], smooth_loss=None)
+            base.update(kwargs)
+            return fn(**base)
+
+        def update(self, pred: Any, *yb: Any) -> None:
+            if not self._started:
+                self._call("on_epoch_begin")
+                self._started = True
+            target = _detuple(tuple(yb))
+            self._call("on_batch_begin", last_input=None, last_target=target)
+            self._call("on_batch_end", last_output=pred, last_target=target, last_loss=None)
+
+        def compute(self) -> Tensor:
+            out = self._call("on_epoch_end", last_metrics=[])
+            if isinstance(out, dict) and out.get("last_metrics"):
+                value = out["last_metrics"][-1]
+            else:
+                value = float("nan")
+            return torch.as_tensor(value, dtype=torch.float64)
+
+        def reset(self) -> None:
+            super().reset()
+            self._started = False
+
+    return V1MetricImpl
+
+
+def V1Metric(cb: Any) -> Any:
+    """Wrap a fastai v1 metric callback (``on_epoch_end`` returning ``{'last_metrics': ...}``).
+
+    Example:
+        >>> class Count:
+        ...     def on_epoch_begin(self, **kw): self.n = 0
+        ...     def on_batch_end(self, last_target, **kw): self.n += len(last_target)
+        ...     def on_epoch_end(self, last_metrics, **kw): return {"last_metrics": last_metrics + [self.n]}
+        >>> m = V1Metric(Count())
+        >>> m.update(torch.zeros(3, 2), torch.zeros(3)); float(m.compute())
+        3.0
+    """
+    return _v1_metric_class()(cb)
