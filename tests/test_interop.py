@@ -18,8 +18,8 @@ from __future__ import annotations
 import csv
 import fcntl
 import os
-import re
 import pty
+import re
 import struct
 import subprocess
 import sys

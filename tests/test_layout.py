@@ -95,7 +95,7 @@ def test_no_import_cycle() -> None:
             if dep == name or (name.startswith(dep + ".") and dep in PACKAGES):
                 continue  # a package's submodule importing the package root is only its __init__
             if state.get(dep) == 1:
-                cycle = path[path.index(dep) :] + [dep]
+                cycle = [*path[path.index(dep) :], dep]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if dep not in state:
                 visit(dep)
