@@ -1,4 +1,4 @@
-"""Shared test helpers: tiny data, a learner factory, and a 2-process DDP launcher."""
+"""Shared test helpers: tiny data, a learner factory, and the launcher of the test scripts."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from bridge import DataBunch, Learner
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "tests" / "ddp_scripts"
+ONE_PROCESS_SCRIPTS = REPO / "tests" / "scripts"
 QUIET = dict(enable_progress_bar=False, logger=False)
 
 
@@ -40,20 +41,36 @@ def make_learner(tmp_path: Path | str, data: DataBunch | None = None, **kw: Any)
     return Learner(data or make_data(), opts.pop("model", None) or make_model(), **opts)
 
 
-def run_script(script: str, tmp_path: Path, *args: str, timeout: float = 180) -> list[dict[str, Any]]:
-    """Run ``tests/ddp_scripts/<script>.py ARGS`` in ``tmp_path`` (DDP scripts launch their own ranks).
+def script_command(script: str, *args: str) -> list[str]:
+    """The command line that runs ``tests/ddp_scripts/<script>.py`` or ``tests/scripts/<script>.py`` with ``args``."""
+    paths = [folder / f"{script}.py" for folder in (SCRIPTS, ONE_PROCESS_SCRIPTS)]
+    found = [path for path in paths if path.is_file()]
+    if len(found) != 1:
+        where = "no" if not found else "more than one"
+        raise ValueError(
+            f"script_command: {where} script {script!r} in {SCRIPTS} or {ONE_PROCESS_SCRIPTS}"
+            " (give a module name without .py)"
+        )
+    return [sys.executable, str(found[0]), *args]
 
-    The script writes ``result_rank{r}.json`` files (with :func:`tests.ddp_scripts._common.dump`);
-    they are returned sorted by rank. A non-zero exit fails with the script's output.
-    """
-    path = SCRIPTS / f"{script}.py"
-    if not path.is_file():
-        raise ValueError(f"run_script: no script {script!r} in {SCRIPTS} (give a module name without .py)")
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment of a test script: this checkout first on ``PYTHONPATH``, one OpenMP thread, ``extra``."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run(
-        [sys.executable, str(path), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
-    )
+    env.update(extra)
+    return env
+
+
+def run_script(script: str, tmp_path: Path, *args: str, timeout: float = 180) -> list[dict[str, Any]]:
+    """Run ``tests/ddp_scripts/<script>.py ARGS`` (or ``tests/scripts/``) in ``tmp_path``.
+
+    DDP scripts launch their own ranks. The script writes ``result_rank{r}.json`` files (with
+    :func:`tests.ddp_scripts._common.dump`); they are returned sorted by rank. A non-zero exit
+    fails with the script's output.
+    """
+    cmd = script_command(script, *args)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=script_env(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"script failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     results = []

@@ -1,6 +1,6 @@
 """Killed at 20 random moments while saving: every file under its final name loads, resume finds the latest.
 
-One training script is started 20 times with ``fit(N, resume=True)`` and killed with
+One training script (``tests/scripts/crash_safety.py``) is started 20 times with ``fit(N, resume=True)`` and killed with
 SIGKILL after a random (seeded) delay once it is training; it writes a Lightning
 checkpoint every 3 steps (mid-epoch, ``checkpoints/last.ckpt``), a model file every
 epoch (``SaveModelCallback(every_epoch=True)``) and the CSV history every epoch. After
@@ -11,43 +11,18 @@ the newest complete checkpoint; a last uninterrupted start finishes the run.
 from __future__ import annotations
 
 import csv
-import os
 import random
 import signal
 import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import REPO
+from tests.helpers import script_command, script_env
 
 KILLS = 20
-
-SCRIPT = """
-import os, sys
-from pathlib import Path
-from torch import nn
-from lightning.pytorch.callbacks import ModelCheckpoint
-from bridge import Callback
-from callbacks import CSVLogger, SaveModelCallback
-from tests.helpers import make_data, make_learner
-
-class Ready(Callback):
-    def before_train(self):
-        Path("training").touch()  # the parent starts its random delay from here
-
-model = nn.Sequential(nn.Linear(8, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 2))
-learn = make_learner(".", data=make_data(n=384, n_valid=64, bs=16), model=model,
-                     cbs=[SaveModelCallback(every_epoch=True), CSVLogger(), Ready()])
-ckpt = ModelCheckpoint(dirpath=str(learn.checkpoint_dir), filename="last", every_n_train_steps=3,
-                       enable_version_counter=False)
-learn.fit(int(sys.argv[1]), resume=True, cbs=[ckpt])
-Path("finished").touch()
-"""
 
 
 def _check_files(run: Path) -> tuple[int, int]:
@@ -70,14 +45,13 @@ def _check_files(run: Path) -> tuple[int, int]:
 
 @pytest.mark.slow
 def test_twenty_kills_never_leave_a_broken_file(tmp_path: Path) -> None:
-    (tmp_path / "run.py").write_text(textwrap.dedent(SCRIPT))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = script_env()
     rng = random.Random(1234)
     progress = [(-1, 0)]
     mid_write_kills = 0
     for _ in range(KILLS):
         (tmp_path / "training").unlink(missing_ok=True)
-        proc = subprocess.Popen([sys.executable, "run.py", "1000"], cwd=tmp_path, env=env,
+        proc = subprocess.Popen(script_command("crash_safety", "1000"), cwd=tmp_path, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         deadline = time.monotonic() + 120
         while not (tmp_path / "training").exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -93,7 +67,7 @@ def test_twenty_kills_never_leave_a_broken_file(tmp_path: Path) -> None:
     assert progress[-1][1] > 0  # the kills let it make progress
     n_epoch = progress[-1][0] + 3  # finish two or three more epochs without a kill
     proc = subprocess.run(
-        [sys.executable, "run.py", str(n_epoch)], cwd=tmp_path, env=env, capture_output=True, timeout=300
+        script_command("crash_safety", str(n_epoch)), cwd=tmp_path, env=env, capture_output=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
     assert (tmp_path / "finished").exists()

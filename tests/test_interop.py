@@ -22,9 +22,7 @@ import pty
 import re
 import struct
 import subprocess
-import sys
 import termios
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +36,7 @@ from torch import nn
 
 from bridge import Callback
 from bridge.summary import callbacks_per_event, summary
-from tests.helpers import REPO, make_learner
+from tests.helpers import make_learner, script_command, script_env
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -222,23 +220,9 @@ def test_stochastic_weight_averaging_is_refused_with_a_clear_error(tmp_path: Pat
 
 
 # -- (d) the epoch table when stdout is a log file ------------------------------------------------
-FIT_SCRIPT = textwrap.dedent(
-    """
-    import torch
-    from torch import nn
-    from tests.helpers import make_data, make_model
-    from bridge import Learner
-
-    learn = Learner(make_data(), make_model(), loss_func=nn.CrossEntropyLoss(), logger=False, path={path!r})
-    learn.fit(3)  # the default progress bar setting
-    print("done", flush=True)
-    """
-)
-
-
 def run_fit(tmp_path: Path, tty: bool) -> str:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "COLUMNS": "100"}
-    cmd = [sys.executable, "-c", FIT_SCRIPT.format(path=str(tmp_path))]
+    env = script_env(COLUMNS="100")
+    cmd = script_command("interop_fit", str(tmp_path))
     if not tty:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
