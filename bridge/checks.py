@@ -110,8 +110,10 @@ def check_moms(moms: object, where: str, optional: bool = False) -> None:
         raise ValueError(f"{where}: `moms` must be 3 numbers in [0, 1] (start, middle, end){also}, got {moms!r}")
 
 
-def check_lr(lr: object, where: str, name: str = "lr", groups: bool = False) -> None:
+def check_lr(lr: object, where: str, name: str = "lr", groups: bool = False, allow_zero: bool = False) -> None:
     """A learning rate: a positive finite number; with ``groups``, also None, a slice or one value per group.
+
+    ``allow_zero`` accepts 0 too (a valid SGD rate: a run that checks the pipeline without updates).
 
     Example:
         >>> check_lr(slice(1e-4, 1e-2), "fit_one_cycle", "lr_max", groups=True)
@@ -137,7 +139,12 @@ def check_lr(lr: object, where: str, name: str = "lr", groups: bool = False) -> 
     else:
         values = [lr]
     for v in values:
-        check_positive(v, name, where)
+        if allow_zero:
+            x = number(v)
+            if x is None or not math.isfinite(x) or x < 0:
+                raise ValueError(f"{where}: `{name}` must be a finite number >= 0, got {v!r}")
+        else:
+            check_positive(v, name, where)
 
 
 def check_path(value: object, name: str, where: str) -> str:

@@ -71,9 +71,10 @@ class DataBunch(pl.LightningDataModule):
     Args:
         train_dl: the training ``DataLoader``.
         valid_dl: the validation ``DataLoader``.
-        test_dl: an optional test ``DataLoader``.
-        c: number of classes (or outputs); inferred from integer targets when cheap.
-        n_inp: how many leading elements of a batch are inputs (the rest are targets).
+        c: number of classes (or outputs); inferred from integer targets when cheap. Third, as
+            in the article's (course-v3's) ``DataBunch(train_dl, valid_dl, c)``.
+        test_dl: an optional test ``DataLoader`` (keyword only).
+        n_inp: how many leading elements of a batch are inputs, the rest are targets (keyword only).
 
     Under DDP, Lightning swaps in a ``DistributedSampler`` for these loaders.
 
@@ -90,8 +91,9 @@ class DataBunch(pl.LightningDataModule):
         self,
         train_dl: DataLoader[Any],
         valid_dl: DataLoader[Any],
-        test_dl: DataLoader[Any] | None = None,
         c: int | None = None,
+        *,
+        test_dl: DataLoader[Any] | None = None,
         n_inp: int = 1,
     ) -> None:
         super().__init__()
@@ -159,7 +161,7 @@ class DataBunch(pl.LightningDataModule):
         train_dl = ResumableDataLoader(train_ds, batch_size=bs, shuffle=shuffle, drop_last=drop_last, **common)
         valid_dl = EvalDataLoader(valid_ds, batch_size=vbs, shuffle=False, **common)
         test_dl = EvalDataLoader(test_ds, batch_size=vbs, shuffle=False, **common) if test_ds is not None else None
-        return cls(train_dl, valid_dl, test_dl, c=c if c is not None else _infer_c(train_ds), n_inp=n_inp)
+        return cls(train_dl, valid_dl, c if c is not None else _infer_c(train_ds), test_dl=test_dl, n_inp=n_inp)
 
     # fastai names --------------------------------------------------------------------
     @property

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .events import EVENT_NAMES, INNER_LOOP
 from .exceptions import CancelException
 
-__all__ = ["CallbackHandler", "event_methods"]
+__all__ = ["SEED_EVENTS", "CallbackHandler", "EventDispatch", "event_methods"]
 
 _Entry = tuple[Any, Callable[[], Any]]
 
@@ -49,23 +50,23 @@ def _note(exc: BaseException, cb: object, event: str) -> None:
         pass
 
 
-class CallbackHandler:
-    """Callbacks sorted by ``order`` (stable), callable per event.
+class EventDispatch:
+    """Callbacks sorted by ``order`` (stable), callable per event: the loop's dispatcher.
 
-    ``handler("after_batch")`` and ``handler.after_batch()`` run every callback that
-    defines ``after_batch``, skipping muted ones (``run = False``) and, for batch-level
-    events, those whose ``run_train`` / ``run_valid`` excludes the current phase. The
-    per-event dispatch table is built once after callbacks change, never per event.
+    ``dispatch("after_batch")`` runs every callback that defines ``after_batch``, skipping
+    muted ones (``run = False``) and, for batch-level events, those whose ``run_train`` /
+    ``run_valid`` excludes the current phase. The per-event dispatch table is built once
+    after callbacks change, never per event. (No ``__getattr__`` here: it would put every
+    attribute read of the hot ``__call__`` on CPython's slow, unspecialized path; the public
+    :class:`CallbackHandler` adds the article's any-method calls on top.)
 
     Example:
-        >>> from bridge import Callback, CallbackHandler
+        >>> from bridge import Callback
         >>> class Hello(Callback):
         ...     def before_fit(self) -> None:
         ...         print("hello")
-        >>> handler = CallbackHandler([Hello()])
-        >>> handler("before_fit")
-        hello
-        >>> handler.before_fit()
+        >>> dispatch = EventDispatch([Hello()])
+        >>> dispatch("before_fit")
         hello
     """
 
@@ -189,10 +190,6 @@ class CallbackHandler:
                 if getattr(cb, "run", True) is False:
                     cb.run = True
 
-    if TYPE_CHECKING:  # the event methods are added below, after the class
-
-        def __getattr__(self, name: str) -> Callable[[], None]: ...
-
     def show_training_loop(self) -> str:
         """A text listing of which callbacks run at each event, in loop order.
 
@@ -229,24 +226,126 @@ class CallbackHandler:
         return "\n".join(lines)
 
 
-def _event_method(name: str) -> Callable[[CallbackHandler], None]:
-    def fire(self: CallbackHandler) -> None:
-        self(name)
-
-    fire.__name__ = fire.__qualname__ = name
-    fire.__doc__ = f"Run the callbacks' ``{name}`` (same as ``handler({name!r})``)."
-    return fire
-
-
-# ``handler.after_batch()``: real methods rather than a ``__getattr__``, which would make
-# every attribute read in ``__call__`` take CPython's slow (unspecialized) path.
-for _name in EVENT_NAMES:
-    setattr(CallbackHandler, _name, _event_method(_name))
-
-
 def _order(cb: object) -> int:
     for attr in ("order", "_order"):
         value = inspect.getattr_static(cb, attr, None)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return int(value)
     return 0
+
+
+#: The events of the article's handler (course-v3 ``04_callbacks``), with its return rule.
+SEED_EVENTS: tuple[str, ...] = (
+    "begin_fit",
+    "after_fit",
+    "begin_epoch",
+    "begin_validate",
+    "after_epoch",
+    "begin_batch",
+    "after_loss",
+    "after_backward",
+    "after_step",
+)
+
+
+class CallbackHandler(EventDispatch):
+    """The article's ``CallbackHandler``: any method call on it runs on every callback that has it.
+
+    ``handler("after_batch")`` dispatches a fastai v2 event as the loop does (run flags,
+    returns None). ``handler.<name>(*args, **kwargs)`` calls ``<name>(*args, **kwargs)`` on
+    every callback that defines it (the ``hasattr`` rule), in ``order``, and returns:
+
+    - for the article's own events (``begin_fit(learn)``, ``after_fit()``, ``begin_epoch(epoch)``,
+      ``begin_validate()``, ``after_epoch()``, ``begin_batch(xb, yb)``, ``after_loss(loss)``,
+      ``after_backward()``, ``after_step()``): True only if every callback returned truthy, as
+      ``res = res and cb.<name>(...)`` (a falsy answer stops the calls). As in the article,
+      ``begin_fit`` records ``learn`` and sets ``learn.stop = False``, ``begin_epoch`` /
+      ``begin_validate`` put the model in train / eval mode, ``after_loss`` is falsy outside
+      training (no backward), ``after_fit`` starts from ``not in_train``; ``do_stop()`` returns
+      ``learn.stop`` and resets it;
+    - for any other name (``on_epoch_end()``, ``before_calc(i)``, ``after_calc(i, val=res)``,
+      a fastai v2 event called as a method): True if any callback returned truthy (every one
+      is called).
+
+    Example:
+        >>> from bridge import CallbackHandler
+        >>> class Hello:
+        ...     def before_fit(self) -> None:
+        ...         print("hello")
+        ...     def after_calc(self, i: int, val: int) -> bool:
+        ...         return val > 10
+        >>> handler = CallbackHandler([Hello()])
+        >>> handler("before_fit")
+        hello
+        >>> handler.before_fit()
+        hello
+        False
+        >>> handler.after_calc(3, val=12), handler.on_epoch_end()
+        (True, False)
+    """
+
+    def __init__(self, cbs: Iterable[Any] | None = None, training: Callable[[], bool] | None = None) -> None:
+        super().__init__(cbs, training)
+        self.learn: Any = None
+        self.in_train = False
+
+    def __getattr__(self, name: str) -> Callable[..., bool]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return functools.partial(self._call_any, name)
+
+    def _methods(self, name: str) -> list[Callable[..., Any]]:
+        # getattr_static first: course-v3 callbacks forward unknown attributes to their runner.
+        return [getattr(cb, name) for cb in self._cbs if callable(inspect.getattr_static(cb, name, None))]
+
+    def _call_any(self, name: str, *args: Any, **kwargs: Any) -> bool:
+        res = False
+        for method in self._methods(name):
+            res = bool(method(*args, **kwargs)) or res
+        return res
+
+    def _call_all(self, name: str, res: bool, *args: Any) -> bool:
+        for method in self._methods(name):
+            res = bool(res and method(*args))
+        return res
+
+    # -- the article's events ---------------------------------------------------------------
+    def begin_fit(self, learn: Any) -> bool:
+        self.learn, self.in_train = learn, True
+        learn.stop = False
+        return self._call_all("begin_fit", True, learn)
+
+    def after_fit(self) -> bool:
+        return self._call_all("after_fit", not self.in_train)
+
+    def begin_epoch(self, epoch: int) -> bool:
+        self.learn.model.train()
+        self.in_train = True
+        return self._call_all("begin_epoch", True, epoch)
+
+    def begin_validate(self) -> bool:
+        self.learn.model.eval()
+        self.in_train = False
+        return self._call_all("begin_validate", True)
+
+    def after_epoch(self) -> bool:
+        return self._call_all("after_epoch", True)
+
+    def begin_batch(self, xb: Any, yb: Any) -> bool:
+        return self._call_all("begin_batch", True, xb, yb)
+
+    def after_loss(self, loss: Any) -> bool:
+        return self._call_all("after_loss", self.in_train, loss)
+
+    def after_backward(self) -> bool:
+        return self._call_all("after_backward", True)
+
+    def after_step(self) -> bool:
+        return self._call_all("after_step", True)
+
+    def do_stop(self) -> bool:
+        """``learn.stop``, reset to False (the article's way to end a pass)."""
+        try:
+            return bool(self.learn.stop)
+        finally:
+            self.learn.stop = False

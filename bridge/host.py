@@ -28,7 +28,7 @@ else:  # pragma: no cover
 from .callback import Callback, callback_name
 from .dialects import RunnerView, V1Flags, unwrap, wrap_callback
 from .distributed import atomic_save, is_global_zero
-from .handler import CallbackHandler
+from .handler import EventDispatch
 
 __all__ = ["CallbackHost"]
 
@@ -75,7 +75,7 @@ class CallbackHost:
         self.path = Path(".")
         self.model_dir = Path("models")
         self._n_inp = 1
-        self.cb_handler = CallbackHandler(training=functools.partial(getattr, self, "training"))
+        self.cb_handler = EventDispatch(training=functools.partial(getattr, self, "training"))
         self._aliases: dict[str, Any] = {}
         self._handles: dict[int, Any] = {}
         self._pl_cbs: list[pl.Callback] = []

@@ -19,7 +19,7 @@ from .data import DataBunch
 from .host import CallbackHost
 from .interrupt import interrupt_raises
 from .lr_finder import lr_find
-from .lr_ranges import freeze_to
+from .lr_ranges import freeze_to, set_lr
 from .metrics import as_metric, metric_name
 from .module import LearnerModule
 from .optim import NO_WD, Adam, OptFunc, param_groups, set_hyper
@@ -33,6 +33,23 @@ from .train_eval import TrainEvalCallback
 from .trainer import check_ckpt_path, check_trainer_options, checkpoint_dir, make_trainer, quiet
 
 __all__ = ["Learner", "trainable_params"]
+
+_FORMS = (
+    "the forms are Learner(data, model, loss_func=..., opt_func=...) (fastai v2) and "
+    "Learner(model, opt, loss_func, data) with a ready torch optimizer (the article, course-v3)"
+)
+
+
+def _check_ready_opt(opt: object, model: nn.Module) -> None:
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"Learner: `opt` must be a torch.optim.Optimizer or None, got {type(opt).__name__}; {_FORMS}")
+    own = {id(p) for p in model.parameters()}
+    foreign = sum(1 for g in opt.param_groups for p in g["params"] if id(p) not in own)
+    if foreign:
+        raise ValueError(
+            f"Learner: `opt` ({type(opt).__name__}) holds {foreign} parameter(s) that are not the model's "
+            f"({type(model).__name__}); build it over model.parameters()"
+        )
 
 
 def _call_splitter(splitter: Callable[[nn.Module], Any], model: nn.Module) -> list[list[nn.Parameter]]:
@@ -119,12 +136,21 @@ class Learner(CallbackHost):
         wd_bn_bias: bool = False,
         moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
         default_cbs: bool = True,
+        opt: torch.optim.Optimizer | None = None,
         **trainer_options: Any,
     ) -> None:
+        if isinstance(data, nn.Module) and isinstance(model, torch.optim.Optimizer):
+            # The article's (course-v3's) form: Learner(model, opt, loss_func, data).
+            data, model, opt, opt_func = opt_func, data, model, Adam
+            if not isinstance(data, DataBunch):
+                raise TypeError(
+                    f"Learner(model, opt, loss_func, data): `data` must be a bridge.DataBunch, got "
+                    f"{type(data).__name__}; {_FORMS}"
+                )
         if not isinstance(data, DataBunch):
             raise TypeError(
                 f"Learner: `data` must be a bridge.DataBunch, got {type(data).__name__}; "
-                "wrap loaders with DataBunch(train_dl, valid_dl) or DataBunch.from_datasets(...)"
+                f"wrap loaders with DataBunch(train_dl, valid_dl) or DataBunch.from_datasets(...); {_FORMS}"
             )
         if not isinstance(model, nn.Module):
             raise TypeError(f"Learner: `model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -141,6 +167,8 @@ class Learner(CallbackHost):
             raise TypeError(f"Learner: `opt_func` must be callable as opt_func(params, lr=...), got {opt_func!r}")
         if not callable(splitter):
             raise TypeError(f"Learner: `splitter` must be callable as splitter(model), got {splitter!r}")
+        if opt is not None:
+            _check_ready_opt(opt, model)
         check_wd(wd, "Learner")
         check_moms(moms, "Learner")
         if path is not None:
@@ -154,8 +182,11 @@ class Learner(CallbackHost):
         self.model = model
         self.loss_func = loss_func
         self.opt_func = opt_func
-        check_lr(lr, "Learner")
-        self.lr = float(lr)
+        check_lr(lr, "Learner", allow_zero=True)
+        #: A ready optimizer given by the user: used as it is (its learning rates too, unless fit gets `lr`).
+        self.opt = opt
+        self._ready_opt = opt is not None
+        self.lr = float(opt.param_groups[0]["lr"]) if opt is not None else float(lr)
         self.splitter = splitter
         self.path = Path(path) if path is not None else Path(".")
         self.model_dir = Path(model_dir)
@@ -221,6 +252,11 @@ class Learner(CallbackHost):
         Example:
             >>> # learn.create_opt(); learn.opt.param_groups[0]["lr"]
         """
+        if self._ready_opt and self.opt is not None:
+            # A ready optimizer: a fresh one of its class over its own groups (same hyper-parameters).
+            old = self.opt
+            self.opt = type(old)([dict(g) for g in old.param_groups], **old.defaults)
+            return self.opt
         groups = param_groups(self.model, _call_splitter(self.splitter, self.model), self.wd_bn_bias)
         try:
             opt = self.opt_func(groups, lr=self.lr)
@@ -270,8 +306,7 @@ class Learner(CallbackHost):
             >>> # learn.fit(3, lr=1e-2); learn.fit(1, precision="bf16-mixed")
         """
         check_epochs(n_epoch, "fit")
-        if lr is not None:
-            check_lr(lr, "fit")
+        check_lr(lr, "fit", groups=True, allow_zero=True)
         check_wd(wd, "fit")
         if not resume:  # with resume=True a ckpt_path is refused below
             check_ckpt_path(ckpt_path)
@@ -293,7 +328,8 @@ class Learner(CallbackHost):
             wd = self.wd if wd is None else wd
             if wd is not None:
                 set_hyper(self.opt, "wd", wd)
-            set_hyper(self.opt, "lr", self.lr if lr is None else lr)
+            if lr is not None or not self._ready_opt:  # a ready optimizer keeps its own rates
+                set_lr(self, lr, "lr", "fit")
             self.n_epoch = n_epoch
             self.module.metrics = nn.ModuleList(self.metrics)
             self.trainer = trainer = make_trainer(

@@ -15,16 +15,17 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from torch import nn
 
-from .optim import NO_WD
+from .optim import NO_WD, get_hypers, set_hyper
 
 if TYPE_CHECKING:
     import torch
 
     from .protocol import LearnerState, LoopState
 
-__all__ = ["SPLIT_KEY", "even_mults", "expand_to_groups", "freeze_to", "group_splits", "lr_range", "n_splits"]
+__all__ = ["SPLIT_KEY", "even_mults", "expand_to_groups", "freeze_to", "group_splits", "lr_range", "n_splits", "set_lr"]
 
 #: Param-group key holding the index of the splitter group a torch param group belongs to.
 SPLIT_KEY = "fastlight_split"
@@ -142,6 +143,26 @@ def lr_range(learn: LoopState, lr: float | slice | Sequence[float]) -> Any:
         res = even_mults(lr.start, lr.stop, n)
         return res if isinstance(res, list) else [res]
     return [lr.stop / 10] * (n - 1) + [lr.stop]
+
+
+def set_lr(learn: LoopState, lr: Any, name: str = "lr", where: str = "fit") -> np.ndarray:
+    """fastai's ``opt.set_hyper('lr', lr)``: a number, a ``slice`` or one value per splitter group;
+    returns ``np.array([h['lr'] for h in opt.hypers])``. ``None`` means ``learn.lr``.
+
+    Example:
+        >>> # set_lr(learn, slice(1e-4, 1e-2)) with 3 splitter groups -> array([1e-04, 1e-03, 1e-02])
+    """
+    if learn.opt is None:
+        learn.create_opt()
+    assert learn.opt is not None
+    v = lr_range(learn, getattr(learn, "lr", 1e-3) if lr is None else lr)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        try:
+            v = expand_to_groups(learn, [float(x) for x in v])
+        except ValueError as exc:
+            raise ValueError(f"{where}: `{name}`={lr!r}: {exc}") from exc
+    set_hyper(learn.opt, "lr", v)
+    return np.array([h["lr"] for h in get_hypers(learn.opt)], dtype=np.float64)
 
 
 def freeze_to(learn: LearnerState, n: int) -> None:

@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from .checks import check_epochs, check_lr, check_moms, check_pct, check_positive, check_wd
-from .lr_ranges import expand_to_groups, lr_range
-from .optim import get_hypers, set_hyper
+from .lr_ranges import set_lr
+from .optim import get_hypers
 from .schedule import ParamScheduler, SchedCos, combine_scheds, combined_cos
 from .trainer import check_trainer_options
 
@@ -22,21 +20,6 @@ if TYPE_CHECKING:
     from .protocol import LearnerState
 
 __all__ = ["fine_tune", "fit_flat_cos", "fit_one_cycle", "fit_sgdr"]
-
-
-def _set_lr(learn: LearnerState, lr: Any, name: str = "lr", where: str = "fit") -> np.ndarray:
-    """fastai's ``opt.set_hyper('lr', lr)`` then ``np.array([h['lr'] for h in opt.hypers])``."""
-    if learn.opt is None:
-        learn.create_opt()
-    assert learn.opt is not None
-    v = lr_range(learn, learn.lr if lr is None else lr)
-    if isinstance(v, (list, tuple, np.ndarray)):
-        try:
-            v = expand_to_groups(learn, [float(x) for x in v])
-        except ValueError as exc:
-            raise ValueError(f"{where}: `{name}`={lr!r}: {exc}") from exc
-    set_hyper(learn.opt, "lr", v)
-    return np.array([h["lr"] for h in get_hypers(learn.opt)], dtype=np.float64)
 
 
 def _with(sched: ParamScheduler, cbs: Iterable[Any] | Any | None) -> list[Any]:
@@ -76,7 +59,7 @@ def fit_one_cycle(
     check_wd(wd, where)
     moms = learn.moms if moms is None else moms
     check_moms(moms, where, optional=True)
-    lrs = _set_lr(learn, lr_max, "lr_max", where)
+    lrs = set_lr(learn, lr_max, "lr_max", where)
     scheds: dict[str, Any] = {"lr": combined_cos(pct_start, lrs / div, lrs, lrs / div_final)}
     assert learn.opt is not None
     if "mom" in get_hypers(learn.opt)[0]:
@@ -106,7 +89,7 @@ def fit_flat_cos(
     check_positive(div_final, "div_final", where)
     check_lr(lr, where, "lr", groups=True)
     check_wd(wd, where)
-    lrs = _set_lr(learn, lr, "lr", where)
+    lrs = set_lr(learn, lr, "lr", where)
     scheds = {"lr": combined_cos(pct_start, lrs, lrs, lrs / div_final)}
     learn.fit(n_epoch, cbs=_with(ParamScheduler(scheds), cbs), reset_opt=reset_opt, wd=wd, **trainer_options)
 
@@ -134,7 +117,7 @@ def fit_sgdr(
         check_epochs(v, where, name)
     check_lr(lr_max, where, "lr_max", groups=True)
     check_wd(wd, where)
-    lrs = _set_lr(learn, lr_max, "lr_max", where)
+    lrs = set_lr(learn, lr_max, "lr_max", where)
     if cycle_mult == 1:
         n_epoch = cycle_len * n_cycles
     else:

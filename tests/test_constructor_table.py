@@ -290,9 +290,14 @@ AT_CONSTRUCTION: list[Row] = [
         TypeError,
         r"`lr` as a slice.*fit_one_cycle with a splitter",
     ),
-    ("fit_lr_slice", lambda p: _learn(p).fit(1, lr=slice(1e-4, 1e-3)), TypeError, r"fit: `lr` as a slice.*splitter"),
+    (
+        "fit_lr_slice_step",
+        lambda p: _learn(p).fit(1, lr=slice(1e-4, 1e-3, 2)),
+        ValueError,
+        r"fit: `lr` as a slice.*slice\(start, stop\)",
+    ),
     ("learner_wd_str", lambda p: make_learner(p, wd="0.1"), ValueError, r"`wd`.*>= 0 or None.*'0\.1'"),
-    ("learner_lr_zero", lambda p: make_learner(p, lr=0), ValueError, r"`lr`.*positive finite.*got 0"),
+    ("learner_lr_neg", lambda p: make_learner(p, lr=-1e-3), ValueError, r"`lr`.*finite number >= 0.*got -0\.001"),
     ("learner_metric_none", lambda p: make_learner(p, metrics=[None]), TypeError, r"`metrics\[0\]`.*NoneType"),
     (
         "fit_resume_and_path",
