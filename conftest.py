@@ -35,8 +35,6 @@ def tiny_learner(path: Path) -> Any:
     )
 
 
-
-
 @pytest.fixture(autouse=True)
 def _doctest_names(request: pytest.FixtureRequest, doctest_namespace: dict[str, Any]) -> None:
     if not isinstance(request.node, DoctestItem):
