@@ -22,9 +22,7 @@ returns ``None``, which Lightning does not allow under DDP); a cancel at ``befor
 skips the step by clearing the gradients; gradients cannot be kept across batches
 (``CancelBatchException`` after backward does not skip ``zero_grad``).
 
-Example:
-    >>> # trainer = Trainer(callbacks=[LightningAdapter([MixUp()], loss_func=F.cross_entropy)])
-    >>> # trainer.fit(my_module, my_datamodule)
+Example: :class:`LightningAdapter` counts the batches of a plain ``LightningModule``'s fit.
 """
 
 from __future__ import annotations
@@ -190,8 +188,22 @@ class LightningAdapter(pl.Callback):
         ...     n = 0
         ...     def after_batch(self) -> None:
         ...         self.n += 1
-        >>> adapter = LightningAdapter([CountBatches()])
-        >>> # pl.Trainer(callbacks=[adapter]).fit(module, datamodule)
+        >>> counter = CountBatches()
+        >>> adapter = LightningAdapter([counter], recorder=False)
+        >>> import lightning.pytorch as pl
+        >>> class Tiny(pl.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.lin = nn.Linear(2, 2)
+        ...     def training_step(self, batch, batch_idx):
+        ...         return nn.functional.cross_entropy(self.lin(batch[0]), batch[1])
+        ...     def configure_optimizers(self):
+        ...         return torch.optim.SGD(self.parameters(), lr=0.1)
+        >>> trainer = pl.Trainer(callbacks=[adapter], max_epochs=2, logger=False, enable_progress_bar=False,
+        ...                      enable_checkpointing=False, enable_model_summary=False, limit_val_batches=0)
+        >>> trainer.fit(Tiny(), learn.dls.train_dataloader())
+        >>> counter.n  # 2 epochs of 2 batches
+        4
     """
 
     def __init__(

@@ -264,7 +264,9 @@ def forward_exception(datamodule: pl.LightningDataModule, exception: BaseExcepti
     Replaces a per-fit Lightning callback whose hooks would cost something on every batch.
 
     Example:
-        >>> # called by Lightning as datamodule.on_exception(exc)
+        >>> learn.dls.trainer is None  # no fit running: nothing to forward to
+        True
+        >>> forward_exception(learn.dls, ValueError("stop"))
     """
     trainer = getattr(datamodule, "trainer", None)
     module = getattr(trainer, "lightning_module", None) if trainer is not None else None

@@ -75,8 +75,10 @@ class BatchOps:
 
     Example:
         >>> from bridge.host import CallbackHost
-        >>> BatchOps(CallbackHost()).split((1, 2))
-        >>> # the host's xb, yb are now (1,), (2,)
+        >>> host = CallbackHost()
+        >>> BatchOps(host).split((1, 2))
+        >>> host.xb, host.yb
+        ((1,), (2,))
     """
 
     def __init__(self, learn: LoopState) -> None:

@@ -132,7 +132,8 @@ class CallbackHost:
         """Training batches per epoch in this process (after Lightning's distributed sampler).
 
         Example:
-            >>> # learn.n_iter_per_epoch()  -> 6
+            >>> learn.n_iter_per_epoch()  # 32 items, bs 16
+            2
         """
         if self.trainer is not None:
             n = self.trainer.num_training_batches
@@ -154,7 +155,10 @@ class CallbackHost:
         Lightning callbacks go to the Trainer.
 
         Example:
-            >>> # learn.add_cb(SaveModelCallback()); learn.save_model
+            >>> from callbacks import SaveModelCallback
+            >>> cb = SaveModelCallback()
+            >>> learn.add_cb(cb) is learn, learn.save_model is cb
+            (True, True)
         """
         if isinstance(cb, type):
             cb = cb()
@@ -192,7 +196,10 @@ class CallbackHost:
         """Add several callbacks.
 
         Example:
-            >>> # learn.add_cbs([Recorder(), MyCallback()])
+            >>> from callbacks import GradientClip, TerminateOnNaNCallback
+            >>> _ = learn.add_cbs([GradientClip(1.0), TerminateOnNaNCallback()])
+            >>> [type(c).__name__ for c in learn.cbs]  # sorted by ``order``
+            ['TrainEvalCallback', 'TerminateOnNaNCallback', 'GradientClip', 'Recorder']
         """
         if cbs is None:
             return self
@@ -206,7 +213,9 @@ class CallbackHost:
         """Remove a callback (or every callback of a class), alias included if it owns it.
 
         Example:
-            >>> # learn.remove_cb(learn.recorder)
+            >>> _ = learn.remove_cb(learn.recorder)
+            >>> [type(c).__name__ for c in learn.cbs], hasattr(learn, "recorder")
+            (['TrainEvalCallback'], False)
         """
         if isinstance(cb, type):
             for c in [c for c in self.cbs if isinstance(c, cb)]:
@@ -227,7 +236,9 @@ class CallbackHost:
         """Remove several callbacks.
 
         Example:
-            >>> # learn.remove_cbs([cb1, cb2])
+            >>> _ = learn.remove_cbs(list(learn.cbs))
+            >>> list(learn.cbs)
+            []
         """
         for cb in list(cbs):
             self.remove_cb(cb)
@@ -238,7 +249,12 @@ class CallbackHost:
         """Callbacks present only inside the ``with`` block.
 
         Example:
-            >>> # with learn.added_cbs([MyCallback()]): learn.fit(1)
+            >>> from callbacks import GradientClip
+            >>> with learn.added_cbs([GradientClip(1.0)]):
+            ...     print([type(c).__name__ for c in learn.cbs])
+            ['TrainEvalCallback', 'GradientClip', 'Recorder']
+            >>> [type(c).__name__ for c in learn.cbs]
+            ['TrainEvalCallback', 'Recorder']
         """
         before = list(self.cbs) + list(self._pl_cbs)
         self.add_cbs(cbs)
@@ -253,7 +269,11 @@ class CallbackHost:
         """Callbacks absent inside the ``with`` block (put back afterwards).
 
         Example:
-            >>> # with learn.removed_cbs([learn.recorder]): learn.fit(1)
+            >>> with learn.removed_cbs([learn.recorder]):
+            ...     print([type(c).__name__ for c in learn.cbs])
+            ['TrainEvalCallback']
+            >>> [type(c).__name__ for c in learn.cbs]
+            ['TrainEvalCallback', 'Recorder']
         """
         cbs = list(cbs)
         self.remove_cbs(cbs)
@@ -266,7 +286,11 @@ class CallbackHost:
         """Print which callbacks run at each event, in loop order.
 
         Example:
-            >>> # learn.show_training_loop()
+            >>> learn.show_training_loop()  # doctest: +ELLIPSIS
+            Start Fit
+              - before_fit            : TrainEvalCallback, Recorder
+            ...
+            End Fit
         """
         print(self.cb_handler.show_training_loop())
 
@@ -275,7 +299,10 @@ class CallbackHost:
         """No epoch table and nothing sent to the loggers inside the block (fastai's ``no_logging``).
 
         Example:
-            >>> # with learn.no_logging(): learn.fit(1)
+            >>> with learn.no_logging():  # no epoch table printed
+            ...     learn.fit(1)
+            >>> len(learn.recorder.values)  # but the epoch is recorded
+            1
         """
         old = self.__dict__.get("_no_logging", False)
         self._no_logging = True
@@ -311,7 +338,8 @@ class CallbackHost:
         Written by global rank 0 only, atomically.
 
         Example:
-            >>> # learn.save("stage1")  -> Path('models/stage1.pth')
+            >>> learn.save("stage1").relative_to(learn.path).as_posix()
+            'models/stage1.pth'
         """
         state: Any = self.model.state_dict()
         if with_opt and self.opt is not None:
@@ -328,7 +356,12 @@ class CallbackHost:
         """Load what ``save`` wrote (``torch.load(weights_only=True)``: no code is unpickled).
 
         Example:
-            >>> # learn.load("stage1")
+            >>> _ = learn.save("stage1")
+            >>> saved = learn.model.weight.detach().clone()
+            >>> _ = torch.nn.init.zeros_(learn.model.weight)
+            >>> _ = learn.load("stage1")
+            >>> torch.equal(learn.model.weight, saved)
+            True
         """
         path = self._file(file)
         if not path.exists():
@@ -365,7 +398,8 @@ class CallbackHost:
         """Print on global rank 0, above Lightning's progress bar when one is showing.
 
         Example:
-            >>> # learn.print("epoch 1 done")
+            >>> learn.print("epoch 1 done")
+            epoch 1 done
         """
         if not is_global_zero() or getattr(self, "_no_logging", False):
             return
@@ -379,7 +413,9 @@ class CallbackHost:
         """Send per-step values to every Lightning logger (they write on rank 0 only).
 
         Example:
-            >>> # learn.log_step({"train_loss": 0.3}, step=learn.train_iter)
+            >>> learn.trainer is None  # before any fit there is no Trainer: nothing is sent
+            True
+            >>> learn.log_step({"train_loss": 0.3}, step=0)
         """
         if self.trainer is None or getattr(self, "_no_logging", False):
             return
@@ -393,7 +429,14 @@ class CallbackHost:
         not the loggers.
 
         Example:
-            >>> # learn.log_epoch({"valid_loss": 0.2, "accuracy": 0.9})
+            >>> from bridge import Callback
+            >>> class LogBest(Callback):
+            ...     def after_epoch(self):
+            ...         self.learn.log_epoch({}, extra={"best": 0.5})
+            >>> learn.fit(1, cbs=LogBest())  # doctest: +ELLIPSIS
+            epoch ...
+            >>> float(learn.trainer.callback_metrics["best"])
+            0.5
         """
         if self.trainer is None or getattr(self, "_no_logging", False):
             return

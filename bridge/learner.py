@@ -217,7 +217,9 @@ class Learner(CallbackHost):
         """No progress bar for the fits inside the block (fastai's ``no_bar``).
 
         Example:
-            >>> # with learn.no_bar(): learn.fit(1)
+            >>> with learn.no_bar():
+            ...     print(learn.trainer_options["enable_progress_bar"])
+            False
         """
         had = "enable_progress_bar" in self.trainer_options
         old = self.trainer_options.get("enable_progress_bar")
@@ -237,7 +239,8 @@ class Learner(CallbackHost):
         parameter counts, optimizer, loss, and which callbacks run at each event.
 
         Example:
-            >>> # print(learn.summary())
+            >>> print(learn.summary())  # doctest: +ELLIPSIS
+            Learner...
         """
         return model_summary(self, max_depth, with_shapes)
 
@@ -250,7 +253,9 @@ class Learner(CallbackHost):
         """Build ``self.opt`` from ``opt_func``, the splitter's param groups and ``lr``.
 
         Example:
-            >>> # learn.create_opt(); learn.opt.param_groups[0]["lr"]
+            >>> _ = learn.create_opt()
+            >>> [g["lr"] for g in learn.opt.param_groups]  # weights, then biases (no weight decay)
+            [0.001, 0.001]
         """
         if self._ready_opt and self.opt is not None:
             # A ready optimizer: a fresh one of its class over its own groups (same hyper-parameters).
@@ -278,7 +283,8 @@ class Learner(CallbackHost):
         """Where each fit keeps its resumable Lightning checkpoint, ``last.ckpt``.
 
         Example:
-            >>> # learn.checkpoint_dir / "last.ckpt"
+            >>> learn.checkpoint_dir.is_relative_to(learn.path)
+            True
         """
         return checkpoint_dir(self.path)
 
@@ -303,7 +309,12 @@ class Learner(CallbackHost):
         with ``fit(4, resume=True)`` trains epochs 2 and 3.
 
         Example:
-            >>> # learn.fit(3, lr=1e-2); learn.fit(1, precision="bf16-mixed")
+            >>> learn.fit(2, lr=1e-2)  # doctest: +ELLIPSIS
+            epoch  train_loss  valid_loss  time
+            0 ...
+            1 ...
+            >>> len(learn.recorder.values)
+            2
         """
         check_epochs(n_epoch, "fit")
         check_lr(lr, "fit", groups=True, allow_zero=True)
@@ -361,7 +372,10 @@ class Learner(CallbackHost):
         """Run the validation loop; return ``[valid_loss, *metrics]`` (fastai's ``validate``).
 
         Example:
-            >>> # valid_loss, accuracy = learn.validate()
+            >>> (valid_loss,) = learn.validate()
+            >>> x, y = learn.dls.valid_ds.tensors
+            >>> round(valid_loss, 5) == round(learn.loss_func(learn.model(x), y).item(), 5)
+            True
         """
         self.final_record = None
         self._evaluate(self.dls[ds_idx] if dl is None else dl, cbs, "validate")
@@ -380,7 +394,9 @@ class Learner(CallbackHost):
         outputs otherwise.
 
         Example:
-            >>> # preds, targs = learn.get_preds(); (preds.argmax(1) == targs).float().mean()
+            >>> preds, targs = learn.get_preds()
+            >>> preds.shape, torch.equal(targs, learn.dls.valid_ds.tensors[1])
+            (torch.Size([32, 2]), True)
         """
         gather = GatherPreds()
         extra = [gather] + (list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs is not None else [])
@@ -394,7 +410,9 @@ class Learner(CallbackHost):
         """The model's output for one item (no batch dimension), in eval mode without grad.
 
         Example:
-            >>> # learn.predict(x_one_item).argmax()
+            >>> x = torch.tensor([1.0, -2.0])
+            >>> torch.allclose(learn.predict(x), learn.model(x[None])[0])
+            True
         """
         was_training = self.model.training
         self.model.eval()
@@ -418,7 +436,9 @@ class Learner(CallbackHost):
         """Freeze all param groups but the last.
 
         Example:
-            >>> # learn.freeze()
+            >>> learn.freeze()  # one param group here: it stays trainable
+            >>> all(p.requires_grad for p in learn.model.parameters())
+            True
         """
         self.freeze_to(-1)
 
@@ -426,7 +446,9 @@ class Learner(CallbackHost):
         """Make every param group trainable.
 
         Example:
-            >>> # learn.unfreeze()
+            >>> learn.unfreeze()
+            >>> all(p.requires_grad for p in learn.model.parameters())
+            True
         """
         self.freeze_to(0)
 
@@ -434,7 +456,8 @@ class Learner(CallbackHost):
         """Train with fp16 mixed precision (``precision="16-mixed"``, with a GradScaler).
 
         Example:
-            >>> # learn.to_fp16().fit(1)
+            >>> learn.to_fp16().trainer_options["precision"]
+            '16-mixed'
         """
         return set_precision(self, "16-mixed")
 
@@ -442,7 +465,8 @@ class Learner(CallbackHost):
         """Train with bf16 mixed precision (``precision="bf16-mixed"``).
 
         Example:
-            >>> # learn.to_bf16().fit(1)
+            >>> learn.to_bf16().trainer_options["precision"]
+            'bf16-mixed'
         """
         return set_precision(self, "bf16-mixed")
 
@@ -450,7 +474,8 @@ class Learner(CallbackHost):
         """Train in full precision again.
 
         Example:
-            >>> # learn.to_fp32()
+            >>> learn.to_fp16().to_fp32().trainer_options["precision"]
+            '32-true'
         """
         return set_precision(self, "32-true")
 

@@ -177,7 +177,10 @@ class LRFinder(ParamScheduler):
     Usually run through :func:`lr_find`.
 
     Example:
-        >>> # learn.fit(10, cbs=LRFinder(num_it=50)); learn.recorder.plot_lr_find()
+        >>> with learn.no_logging():
+        ...     learn.fit(1, cbs=LRFinder(start_lr=1e-6, end_lr=1, num_it=6))  # runs the epochs it needs
+        >>> [f"{lr:.0e}" for lr in learn.recorder.lrs]  # start_lr * (end_lr / start_lr) ** (i / num_it)
+        ['1e-06', '1e-05', '1e-04', '1e-03', '1e-02', '1e-01']
     """
 
     def __init__(
@@ -298,7 +301,11 @@ def plot_lr_find(
     Figure (works without a display).
 
     Example:
-        >>> # fig = learn.recorder.plot_lr_find(); fig.savefig("lr_find.png")
+        >>> with learn.no_logging():
+        ...     learn.fit(1, cbs=LRFinder(num_it=6))
+        >>> fig = plot_lr_find(learn.recorder, skip_end=1)
+        >>> fig.axes[0].get_xscale(), len(fig.axes[0].lines[0].get_xdata())  # 6 points, the last skipped
+        ('log', 5)
     """
     import matplotlib.pyplot as plt
 
@@ -345,7 +352,9 @@ def lr_find(
     on global rank 0. ``trainer_options`` go to ``fit`` (e.g. ``devices=2, strategy="ddp"``).
 
     Example:
-        >>> # learn.lr_find().valley; learn.lr_find(suggest_funcs=(minimum, steep))
+        >>> res = learn.lr_find(num_it=8, show_plot=False, suggest_funcs=(minimum, steep))
+        >>> res._fields, all(1e-7 <= lr <= 10 for lr in res)
+        (('minimum', 'steep'), True)
     """
     if suggest_funcs is None:
         suggest_funcs = (valley,)

@@ -60,7 +60,12 @@ def group_splits(learn: LoopState) -> list[int]:
     :data:`SPLIT_KEY` (it travels with the optimizer's ``state_dict``).
 
     Example:
-        >>> # learn with a 2-group splitter and biases: group_splits(learn) -> [0, 0, 1, 1]
+        >>> group_splits(learn)  # one splitter group, as weights + biases (no weight decay)
+        [0, 0]
+        >>> learn.splitter = lambda m: [[m.weight], [m.bias]]
+        >>> _ = learn.create_opt()
+        >>> group_splits(learn)
+        [0, 1]
     """
     groups = _opt(learn).param_groups
     if all(isinstance(g.get(SPLIT_KEY), int) for g in groups):
@@ -88,7 +93,8 @@ def n_splits(learn: LoopState) -> int:
     """How many splitter groups ``learn.opt`` holds (fastai's ``len(opt.param_lists)``).
 
     Example:
-        >>> # n_splits(learn) -> 1 with the default splitter
+        >>> n_splits(learn)  # the default splitter: one group
+        1
     """
     return max(group_splits(learn)) + 1
 
@@ -97,7 +103,14 @@ def expand_to_groups(learn: LoopState, values: Sequence[Any]) -> list[Any]:
     """One value per torch param group, from one per splitter group (or already per torch group).
 
     Example:
-        >>> # expand_to_groups(learn, [1e-4, 1e-3]) -> [1e-4, 1e-4, 1e-3, 1e-3]
+        >>> learn.splitter = lambda m: [[m.weight], [m.bias]]
+        >>> _ = learn.create_opt()
+        >>> expand_to_groups(learn, [1e-4, 1e-3])
+        [0.0001, 0.001]
+        >>> learn.splitter = lambda m: [list(m.parameters())]  # one group of weights + biases: 2 torch groups
+        >>> _ = learn.create_opt()
+        >>> expand_to_groups(learn, [1e-3])
+        [0.001, 0.001]
     """
     idx = group_splits(learn)
     values = list(values)
@@ -132,7 +145,14 @@ def lr_range(learn: LoopState, lr: float | slice | Sequence[float]) -> Any:
     Anything else is returned unchanged.
 
     Example:
-        >>> # lr_range(learn, slice(1e-5, 1e-3)) with 3 groups -> [1e-05, 1e-04, 1e-03]
+        >>> learn.splitter = lambda m: [[m.weight], [m.bias]]
+        >>> _ = learn.create_opt()
+        >>> [f"{lr:.0e}" for lr in lr_range(learn, slice(1e-5, 1e-3))]
+        ['1e-05', '1e-03']
+        >>> [f"{lr:.0e}" for lr in lr_range(learn, slice(1e-3))]
+        ['1e-04', '1e-03']
+        >>> lr_range(learn, 0.01)
+        0.01
     """
     if not isinstance(lr, slice):
         return lr
@@ -173,7 +193,11 @@ def freeze_to(learn: LearnerState, n: int) -> None:
     The optimizer keeps working: torch skips parameters whose grad is None.
 
     Example:
-        >>> # learn.freeze_to(-1)  # train only the last group (and the norm layers)
+        >>> learn.splitter = lambda m: [[m.weight], [m.bias]]
+        >>> _ = learn.create_opt()
+        >>> learn.freeze_to(-1)  # train only the last group (and the norm layers)
+        >>> learn.model.weight.requires_grad, learn.model.bias.requires_grad
+        (False, True)
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"freeze_to: `n` must be an int, got {n!r}")

@@ -18,7 +18,11 @@ def plot_loss(recorder: Any, skip_start: int = 5, with_valid: bool = True, log: 
     """The smoothed training loss per step (from ``skip_start``), and the validation loss per epoch.
 
     Example:
-        >>> # fig = learn.recorder.plot_loss(skip_start=5); fig.savefig("loss.png")
+        >>> learn.fit(2)  # doctest: +ELLIPSIS
+        epoch ...
+        >>> fig = plot_loss(learn.recorder, skip_start=0)
+        >>> [len(line.get_xdata()) for line in fig.axes[0].lines]  # 4 training steps, 2 epochs
+        [4, 2]
     """
     if skip_start < 0:
         raise ValueError(f"plot_loss: `skip_start` must be >= 0, got {skip_start!r}")
@@ -44,7 +48,11 @@ def plot_sched(recorder: Any, keys: list[str] | None = None) -> Figure:
     """Each scheduled hyper-parameter per training step (``recorder.hps``; ``lr`` if none).
 
     Example:
-        >>> # fig = learn.recorder.plot_sched(); fig.savefig("sched.png")
+        >>> learn.fit(1)  # doctest: +ELLIPSIS
+        epoch ...
+        >>> fig = plot_sched(learn.recorder)
+        >>> len(fig.axes), list(fig.axes[0].lines[0].get_ydata()) == learn.recorder.lrs
+        (1, True)
     """
     hps: dict[str, list[float]] = dict(getattr(recorder, "hps", None) or {"lr": list(recorder.lrs)})
     names = list(hps) if keys is None else list(keys)

@@ -44,7 +44,8 @@ def set_precision(learn: L, precision: str) -> L:
     ``precision`` key is set) and removed otherwise. Returns ``learn``.
 
     Example:
-        >>> # learn.to_fp16() is set_precision(learn, "16-mixed")
+        >>> set_precision(learn, "16-mixed") is learn, learn.trainer_options["precision"]
+        (True, '16-mixed')
     """
     accepted = _accepted()
     if not isinstance(precision, str) or precision not in accepted:
@@ -94,7 +95,12 @@ def translate_precision_callback(learn: LearnerState, cb: Any) -> bool:
     Example:
         >>> class MixedPrecision:  # a fastai port
         ...     def before_fit(self): ...
-        >>> # translate_precision_callback(learn, MixedPrecision()) -> True; learn.trainer_options["precision"]
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     translated = translate_precision_callback(learn, MixedPrecision())
+        >>> translated, learn.trainer_options["precision"], "learn.to_fp16()" in str(caught[0].message)
+        (True, '16-mixed', True)
     """
     if isinstance(cb, type) or isinstance(cb, Precision) or type(cb).__name__ not in PRECISION_CALLBACKS:
         return False

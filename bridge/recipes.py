@@ -48,7 +48,11 @@ def fit_one_cycle(
     ``lr_max`` defaults to ``learn.lr``; a ``slice`` gives discriminative rates.
 
     Example:
-        >>> # learn.fit_one_cycle(3, lr_max=slice(1e-4, 1e-2))
+        >>> learn.fit_one_cycle(2, lr_max=1e-2)  # doctest: +ELLIPSIS
+        epoch ...
+        >>> lrs = learn.recorder.lrs  # 4 steps: from lr_max / div (25) up to lr_max, then down
+        >>> round(lrs[0], 6), max(lrs) <= 1e-2, len(lrs)
+        (0.0004, True, 4)
     """
     where = "fit_one_cycle"
     check_epochs(n_epoch, where, "n_epoch")
@@ -81,7 +85,11 @@ def fit_flat_cos(
     """Fit for ``n_epoch`` at flat ``lr`` before a cosine annealing to ``lr/div_final`` (fastai's).
 
     Example:
-        >>> # learn.fit_flat_cos(3, lr=1e-2)
+        >>> learn.fit_flat_cos(2, lr=1e-2, pct_start=0.5)  # doctest: +ELLIPSIS
+        epoch ...
+        >>> lrs = learn.recorder.lrs  # 4 steps: flat up to pct_start (step 2), then cosine
+        >>> lrs[:3] == [1e-2] * 3, lrs[3] < 1e-2
+        (True, True)
     """
     where = "fit_flat_cos"
     check_epochs(n_epoch, where, "n_epoch")
@@ -110,7 +118,10 @@ def fit_sgdr(
     Trains ``cycle_len * (cycle_mult**n_cycles - 1) // (cycle_mult - 1)`` epochs.
 
     Example:
-        >>> # learn.fit_sgdr(3, 1, lr_max=1e-2)  # 1 + 2 + 4 = 7 epochs
+        >>> with learn.no_logging():
+        ...     learn.fit_sgdr(2, 1, lr_max=1e-2)  # 1 + 2 = 3 epochs
+        >>> len(learn.recorder.values)
+        3
     """
     where = "fit_sgdr"
     for name, v in (("n_cycles", n_cycles), ("cycle_len", cycle_len), ("cycle_mult", cycle_mult)):
@@ -143,7 +154,10 @@ def fine_tune(
     ``slice(base_lr/2/lr_mult, base_lr/2)``. ``kwargs`` go to ``fit_one_cycle``.
 
     Example:
-        >>> # learn.fine_tune(3, base_lr=1e-3)
+        >>> with learn.no_logging():
+        ...     learn.fine_tune(1, base_lr=1e-3)  # 1 frozen epoch, then 1 epoch with every group trainable
+        >>> len(learn.recorder.values), all(p.requires_grad for p in learn.model.parameters())
+        (1, True)
     """
     where = "fine_tune"
     check_epochs(epochs, where, "epochs")

@@ -45,7 +45,11 @@ class Recorder(Callback):
     callback (``ModelCheckpoint(monitor="valid_loss")``) sees them.
 
     Example:
-        >>> # learn.fit(2); learn.recorder.values[-1]  -> [train_loss, valid_loss, accuracy]
+        >>> learn.fit(2)  # doctest: +ELLIPSIS
+        epoch  train_loss  valid_loss  time
+        ...
+        >>> len(learn.recorder.values), len(learn.recorder.values[-1])  # 2 epochs of [train_loss, valid_loss]
+        (2, 2)
     """
 
     order = 50

@@ -281,7 +281,10 @@ class ParamScheduler(Callback):
 
     Example:
         >>> sched = ParamScheduler({"lr": SchedLin(1e-3, 1e-2)})
-        >>> # learn.fit(2, cbs=sched); learn.recorder.hps["lr"]
+        >>> learn.fit(2, cbs=sched)  # doctest: +ELLIPSIS
+        epoch ...
+        >>> [round(lr, 5) for lr in learn.recorder.hps["lr"]]  # 1e-3 + 9e-3 * pos, pos = 0, 1/4, 2/4, 3/4
+        [0.001, 0.00325, 0.0055, 0.00775]
     """
 
     order = 60

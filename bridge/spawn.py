@@ -48,7 +48,11 @@ def ship_state_back(trainer: pl.Trainer, learn: Any) -> None:
     """If ``trainer`` spawns its workers, make them send ``learn``'s callback state back.
 
     Example:
-        >>> # ship_state_back(trainer, learn); trainer.fit(...)  # learn.recorder.values filled in
+        >>> import lightning.pytorch as pl
+        >>> trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False)
+        >>> ship_state_back(trainer, learn)  # one process, no launcher: nothing to do
+        >>> trainer.strategy.launcher is None
+        True
     """
     launcher = getattr(trainer.strategy, "launcher", None)
     if launcher is None or not hasattr(launcher, "get_extra_results") or launcher.is_interactive_compatible:

@@ -37,7 +37,8 @@ def callbacks_per_event(learn: LearnerState) -> dict[str, list[str]]:
     the dialect wrapper that drives it); internal helpers are not listed.
 
     Example:
-        >>> # callbacks_per_event(learn)["after_batch"]  -> ['TrainEvalCallback', 'Recorder']
+        >>> callbacks_per_event(learn)["after_batch"]
+        ['TrainEvalCallback', 'Recorder']
     """
     handler = learn.cb_handler
     table: dict[str, list[str]] = {}

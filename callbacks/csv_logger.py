@@ -56,7 +56,12 @@ class CSVLogger(Callback):
 
     Example:
         >>> cb = CSVLogger("history.csv")
-        >>> # learn.fit(3, cbs=cb); learn.csv_logger.read_log()
+        >>> learn.fit(2, cbs=cb)  # doctest: +ELLIPSIS
+        epoch ...
+        >>> (learn.path / "history.csv").read_text().splitlines()[0]
+        'epoch,train_loss,valid_loss,time'
+        >>> len(cb.read_log())
+        2
     """
 
     order = 60
@@ -131,7 +136,12 @@ class CSVLogger(Callback):
         """The log as a ``pandas.DataFrame`` (pandas installed) or a list of dicts.
 
         Example:
-            >>> # learn.csv_logger.read_log()[0]["valid_loss"]
+            >>> cb = CSVLogger()
+            >>> with learn.no_logging():
+            ...     learn.fit(1, cbs=cb)
+            >>> log = cb.read_log()
+            >>> round(float(log["valid_loss"][0]), 6) == round(learn.recorder.values[0][1], 6)
+            True
         """
         path = self.file_path
         try:

@@ -21,7 +21,6 @@ class GradientClip(Callback):
     Example:
         >>> GradientClip(max_norm=0.5).max_norm
         0.5
-        >>> # learn.fit(1, cbs=GradientClip(1.0))
     """
 
     order = 11  # fastai: MixedPrecision.order + 1, after GradientAccumulation (clip only what is stepped)
@@ -52,7 +51,10 @@ class GradientAccumulation(Callback):
     Example:
         >>> GradientAccumulation(n_acc=64).n_acc
         64
-        >>> # learn.fit(1, cbs=GradientAccumulation(n_acc=64))  # bs=16: one step every 4 batches
+        >>> with learn.no_logging():  # bs 16, 2 batches an epoch: one step every 2 batches
+        ...     learn.fit(1, cbs=GradientAccumulation(n_acc=32))
+        >>> int(learn.opt.state[learn.model.weight]["step"])
+        1
     """
 
     order = 6  # fastai: MixedPrecision.order - 4

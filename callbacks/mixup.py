@@ -313,9 +313,12 @@ class MixUp(MixHandler):
         seed: base seed of the callback's generator (default ``torch.initial_seed()``).
 
     Example:
-        >>> # learn = Learner(data, model, loss_func=nn.CrossEntropyLoss(), cbs=MixUp(0.4)); learn.fit(5)
         >>> MixUp().alpha
         0.4
+        >>> with learn.no_logging():
+        ...     learn.fit(1, cbs=MixUp(0.4))
+        >>> type(learn.loss_func).__name__  # the mixed loss is used during fit only
+        'CrossEntropyLoss'
     """
 
     def __init__(self, alpha: float = 0.4, seed: int | None = None) -> None:
@@ -357,7 +360,6 @@ class CutMix(MixHandler):
         seed: base seed of the callback's generator (default ``torch.initial_seed()``).
 
     Example:
-        >>> # learn = Learner(data, cnn, loss_func=nn.CrossEntropyLoss(), cbs=CutMix()); learn.fit(5)
         >>> CutMix().alpha
         1.0
     """

@@ -55,7 +55,10 @@ class TensorBoardCallback(Callback):
 
     Example:
         >>> cb = TensorBoardCallback(hist_every=100)
-        >>> # learn.fit(3, cbs=cb)  -> tensorboard --logdir <learn.path>/lightning_logs
+        >>> with learn.no_logging():
+        ...     learn.fit(1, cbs=cb)
+        >>> len(list(learn.path.rglob("events.out.tfevents.*")))  # tensorboard --logdir <learn.path>
+        1
     """
 
     order = 60

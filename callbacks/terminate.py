@@ -27,7 +27,11 @@ class TerminateOnNaNCallback(Callback):
 
     Example:
         >>> cb = TerminateOnNaNCallback()
-        >>> # learn.fit(10, lr=100, cbs=cb); cb.stopped_at  -> (epoch, iteration) or None
+        >>> _ = torch.nn.init.constant_(learn.model.weight, float("nan"))
+        >>> with learn.no_logging():
+        ...     learn.fit(10, cbs=cb)  # stops at the first batch
+        >>> cb.stopped_at  # (epoch, iteration) of the first NaN loss
+        (0, 0)
     """
 
     order = -9

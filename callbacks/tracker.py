@@ -210,8 +210,11 @@ class SaveModelCallback(TrackerCallback):
     end with identical weights. After a crash (a non-cancel exception) nothing is loaded.
 
     Example:
-        >>> cb = SaveModelCallback(monitor="accuracy", fname="best")
-        >>> # learn.fit(5, cbs=cb)  -> models/best.pth holds the most accurate epoch's weights
+        >>> cb = SaveModelCallback(monitor="valid_loss", fname="best")
+        >>> with learn.no_logging():
+        ...     learn.fit(2, cbs=cb)
+        >>> (learn.path / "models" / "best.pth").exists()  # the epoch with the lowest valid_loss
+        True
     """
 
     order = TrackerCallback.order + 1
@@ -314,8 +317,11 @@ class EarlyStoppingCallback(_PatienceTracker):
     epoch; no rank waits for another.
 
     Example:
-        >>> cb = EarlyStoppingCallback(monitor="valid_loss", patience=3)
-        >>> # learn.fit(50, cbs=cb)
+        >>> cb = EarlyStoppingCallback(monitor="valid_loss", min_delta=10.0, patience=1)
+        >>> with learn.no_logging():  # epoch 1 does not improve by 10: stop
+        ...     learn.fit(50, cbs=cb)
+        >>> len(learn.recorder.values)
+        2
     """
 
     order = TrackerCallback.order + 3
@@ -359,8 +365,11 @@ class ReduceLROnPlateau(_PatienceTracker):
     the optimizer, so they are in Lightning checkpoints too. Same decision on every rank.
 
     Example:
-        >>> cb = ReduceLROnPlateau(patience=2, factor=5.0, min_lr=1e-6)
-        >>> # learn.fit(20, cbs=cb)
+        >>> cb = ReduceLROnPlateau(min_delta=10.0, patience=1, factor=5.0, min_lr=1e-6)
+        >>> with learn.no_logging():  # epoch 1 does not improve by 10: lr / 5
+        ...     learn.fit(2, lr=1e-2, cbs=cb)
+        >>> [g["lr"] for g in learn.opt.param_groups]
+        [0.002, 0.002]
     """
 
     order = TrackerCallback.order + 2
