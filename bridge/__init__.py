@@ -26,6 +26,7 @@ from .loaders import EvalDataLoader, ResumableDataLoader
 from .metrics import AvgMetric
 from .module import LearnerModule
 from .optim import SGD, Adam
+from .runner import Runner, fit
 
 __all__ = [
     "SGD",
@@ -48,4 +49,6 @@ __all__ = [
     "LearnerModule",
     "LightningAdapter",
     "ResumableDataLoader",
+    "Runner",
+    "fit",
 ]

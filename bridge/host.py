@@ -26,7 +26,7 @@ else:  # pragma: no cover
     from typing_extensions import Self
 
 from .callback import Callback, callback_name
-from .dialects import RunnerView, V1Flags, unwrap, wrap_callback
+from .dialects import RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
 from .distributed import atomic_save, is_global_zero
 from .handler import EventDispatch
 
@@ -71,6 +71,8 @@ class CallbackHost:
         #: Set by GradientAccumulation on a batch that only accumulates: under DDP the
         #: module then skips the gradient all-reduce of that backward.
         self.skip_grad_sync = False
+        #: The article's (and course-v3 Runner's) stop flag: True ends the current pass after this batch.
+        self.stop = False
         #: Where ``save``/``load`` and file-writing callbacks work (``path/model_dir/name.pth``).
         self.path = Path(".")
         self.model_dir = Path("models")
@@ -81,12 +83,19 @@ class CallbackHost:
         self._pl_cbs: list[pl.Callback] = []
         self._view: RunnerView | None = None
         self._flags: V1Flags | None = None
+        self._seed: SeedFlags | None = None
 
     # -- dialect support ---------------------------------------------------------------------------
     def _runner_view(self) -> RunnerView:
         if self._view is None:
             self._view = RunnerView(self)
         return self._view
+
+    def _seed_flags(self) -> SeedFlags:
+        if self._seed is None:
+            self._seed = SeedFlags(self)
+            self.cb_handler.add(self._seed)
+        return self._seed
 
     def _v1_flags(self) -> V1Flags:
         if self._flags is None:
@@ -120,7 +129,7 @@ class CallbackHost:
     @property
     def cbs(self) -> list[Any]:
         """The callbacks as the user gave them, sorted by ``order`` (internal helpers excluded)."""
-        return [unwrap(h) for h in self.cb_handler.cbs if not isinstance(h, V1Flags)]
+        return [unwrap(h) for h in self.cb_handler.cbs if not isinstance(h, (V1Flags, SeedFlags))]
 
     @property
     def device(self) -> torch.device:

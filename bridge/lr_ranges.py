@@ -170,7 +170,8 @@ def set_lr(learn: LoopState, lr: Any, name: str = "lr", where: str = "fit") -> n
     returns ``np.array([h['lr'] for h in opt.hypers])``. ``None`` means ``learn.lr``.
 
     Example:
-        >>> # set_lr(learn, slice(1e-4, 1e-2)) with 3 splitter groups -> array([1e-04, 1e-03, 1e-02])
+        >>> set_lr(learn, 0.01)  # one splitter group (weights, bias) on the doctest learner
+        array([0.01])
     """
     if learn.opt is None:
         learn.create_opt()

@@ -62,6 +62,7 @@ class LoopState(Protocol):
     final_record: list[float] | None
     last_metrics: list[float] | None
     skip_grad_sync: bool
+    stop: bool
     path: Path
     model_dir: Path
     cb_handler: Any

@@ -47,6 +47,7 @@ from typing import Any
 from ..events import EVENT_NAMES
 from .common import _COURSE_ONLY, COURSE_EVENTS, V1_EVENTS, V1_STATE_KEYS, _defined, _Wrapped
 from .course import CourseCallback, RunnerView
+from .seed import SEED_EVENTS, SeedCallback, SeedFlags, is_seed
 from .v1 import V1Callback, V1Flags, V1Metric, is_v1_metric
 
 __all__ = [
@@ -55,6 +56,8 @@ __all__ = [
     "V1_STATE_KEYS",
     "CourseCallback",
     "RunnerView",
+    "SeedCallback",
+    "SeedFlags",
     "V1Callback",
     "V1Flags",
     "V1Metric",
@@ -66,10 +69,13 @@ __all__ = [
 
 
 def dialect_of(cb: object) -> str:
-    """``'v2'``, ``'course'`` or ``'v1'`` for a callback, by the methods it defines.
+    """``'v2'``, ``'seed'``, ``'course'`` or ``'v1'`` for a callback, by the methods it defines.
 
-    Raises ``TypeError`` for a callback mixing dialects (naming the methods) or defining
-    no known event.
+    The article's (seed) callbacks and course-v3's share ``begin_*`` names; the seed's take
+    their event's argument (``begin_fit(self, learn)``) and have no ``set_runner``. A
+    ``Callback`` subclass (bridge's or fastai's) that defines no event yet is a v2 callback that
+    holds state. Raises ``TypeError`` for a callback mixing dialects (naming the methods) or
+    another object defining no known event.
 
     Example:
         >>> class Sched:
@@ -81,9 +87,12 @@ def dialect_of(cb: object) -> str:
     course_only = _defined(cb, _COURSE_ONLY)
     has_runner = callable(inspect.getattr_static(cb, "set_runner", None))
     v2_only = [n for n in _defined(cb, EVENT_NAMES) if n not in COURSE_EVENTS]
+    seed = is_seed(cb)
     kinds = {
         "v1": v1,
-        "course": course_only + (["set_runner"] if has_runner else []),
+        "seed" if seed else "course": _defined(cb, SEED_EVENTS)
+        if seed
+        else course_only + (["set_runner"] * has_runner),
         "v2": v2_only,
     }
     present = {k: v for k, v in kinds.items() if v}
@@ -97,10 +106,13 @@ def dialect_of(cb: object) -> str:
         return next(iter(present))
     if _defined(cb, COURSE_EVENTS) or _defined(cb, EVENT_NAMES):
         return "v2"  # only names shared by v2 and course-v3 (after_batch, ...): v2 semantics
+    if any(k.__name__ == "Callback" for k in type(cb).__mro__[:-1]):
+        return "v2"  # a Callback subclass with no event (yet): it holds state, as in fastai
     raise TypeError(
         f"`cbs`: {type(cb).__name__} defines no known event method; a callback needs at least one fastai v2 "
         f"event ({', '.join(e for e in EVENT_NAMES if e != 'after_create')}), course-v3 method "
-        f"({', '.join(COURSE_EVENTS)}) or fastai v1 method ({', '.join(V1_EVENTS)})"
+        f"({', '.join(COURSE_EVENTS)}), the article's method ({', '.join(SEED_EVENTS)}, taking their "
+        f"arguments) or fastai v1 method ({', '.join(V1_EVENTS)})"
     )
 
 
@@ -134,4 +146,6 @@ def wrap_callback(cb: Any, learn: Any) -> Any:
         return CourseCallback(cb, learn)
     if dialect == "v1":
         return V1Callback(cb, learn)
+    if dialect == "seed":
+        return SeedCallback(cb, learn)
     return cb

@@ -34,7 +34,14 @@ class RunnerView:
         (1, 3, 1.5, 4, True)
     """
 
-    _TO_LEARNER = {"pred": "pred", "loss": "loss", "loss_func": "loss_func", "model": "model", "epochs": "n_epoch"}
+    _TO_LEARNER = {
+        "pred": "pred",
+        "loss": "loss",
+        "loss_func": "loss_func",
+        "model": "model",
+        "epochs": "n_epoch",
+        "stop": "stop",  # the Runner's stop: ends the current pass (bridge.dialects.seed.SeedFlags)
+    }
 
     def __init__(self, learn: Any) -> None:
         object.__setattr__(self, "learn", learn)
@@ -90,6 +97,7 @@ class CourseCallback(_Wrapped):
     def __init__(self, cb: Any, learn: Any) -> None:
         super().__init__(cb, learn)
         self.view = learn._runner_view()
+        learn._seed_flags()  # acts on `run.stop = True` as the Runner's all_batches does
         if callable(inspect.getattr_static(cb, "set_runner", None)):
             cb.set_runner(self.view)
         else:
