@@ -20,7 +20,9 @@ from .exceptions import (
     CancelTrainException,
     CancelValidException,
 )
+from .export import load_learner
 from .handler import CallbackHandler
+from .interpret import ClassificationInterpretation
 from .learner import Learner
 from .metrics import AvgMetric
 from .module import LearnerModule
@@ -41,6 +43,7 @@ __all__ = [
     "CancelStepException",
     "CancelTrainException",
     "CancelValidException",
+    "ClassificationInterpretation",
     "DataBunch",
     "EvalDataLoader",
     "Event",
@@ -48,4 +51,5 @@ __all__ = [
     "LearnerModule",
     "LightningAdapter",
     "ResumableDataLoader",
+    "load_learner",
 ]
