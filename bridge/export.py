@@ -94,9 +94,10 @@ def _capture(model: nn.Module, sample: tuple[Tensor, ...]) -> torch.export.Expor
             f"Make its forward traceable (no Python branching on tensor values, no untraceable calls), or: "
             f"{_PICKLE_HINT}"
         ) from exc
+    captured = program.module()
     with torch.no_grad():
         for xb in (sample, tuple(x[:1] for x in sample)):  # also a batch of 1: the dimension is dynamic
-            want, got = model(*xb), program.module()(*xb)
+            want, got = model(*xb), captured(*xb)
             if not isinstance(want, Tensor) or not isinstance(got, Tensor) or want.shape != got.shape:
                 raise RuntimeError(f"export: {name} must return one Tensor to be exported; {_PICKLE_HINT}")
             if not torch.allclose(want, got, rtol=1e-4, atol=1e-5):
@@ -105,6 +106,7 @@ def _capture(model: nn.Module, sample: tuple[Tensor, ...]) -> torch.export.Expor
                     f"export: the captured program of {name} differs from the model (max |diff| {diff:.3g}); "
                     f"{_PICKLE_HINT}"
                 )
+    program.example_inputs = (tuple(torch.zeros_like(x) for x in sample), {})  # the file keeps no data items
     return program
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from torch import Tensor, nn
+from torch.utils.data import SequentialSampler
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from .decode import Decoding, decoding_of, learner_vocab
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = ["ClassificationInterpretation"]
+
+
+def _raw(t: Tensor) -> Tensor:
+    return t
 
 
 def _item_losses(loss_func: Any, raw: Tensor, targs: Tensor) -> Tensor | None:
@@ -121,8 +126,11 @@ class ClassificationInterpretation:
         decoding = decoding_of(learn)
         if isinstance(decoding, Decoding) and decoding.decodes == "threshold":
             raise ValueError("ClassificationInterpretation: the loss function is multi-label (sigmoid + threshold)")
-        dl = learn.dls[ds_idx] if dl is None else dl
-        raw, targs = learn.get_preds(dl=dl)
+        if dl is None:
+            dl = learn.dls[ds_idx]
+            if not isinstance(getattr(dl, "sampler", None), SequentialSampler) or getattr(dl, "drop_last", False):
+                dl = learn.dls.test_dl(dl.dataset, with_labels=True)  # every item, in order (fastai: shuffle=False)
+        raw, targs = learn.get_preds(dl=dl, act=_raw)  # explicit: the raw outputs, whatever get_preds' default
         if targs.numel() == 0:
             raise ValueError(
                 "ClassificationInterpretation: the loader has no targets; "

@@ -42,11 +42,17 @@ def items_dataset(items: Any, where: str = "test_dl") -> Dataset[Any]:
         ds: Any = TensorDataset(x)
     elif isinstance(items, tuple):
         cols = [_column(c, where) for c in items]
+        if not cols or any(c.ndim == 0 for c in cols):
+            raise ValueError(
+                f"{where}: `items` as a tuple needs columns with one item per row, got {len(cols)} column(s)"
+            )
         lengths = {len(c) for c in cols}
         if len(lengths) > 1:
             raise ValueError(f"{where}: the columns in `items` must have the same length, got {[len(c) for c in cols]}")
         ds = TensorDataset(*cols)
-    elif isinstance(items, (list, Dataset)):
+    elif isinstance(items, (list, Dataset)) or (
+        hasattr(items, "__getitem__") and hasattr(items, "__len__") and not isinstance(items, (str, bytes, dict))
+    ):
         ds = items
     else:
         raise TypeError(f"{where}: `items` must be {_ACCEPTED}, got {type(items).__name__}")

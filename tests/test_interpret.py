@@ -86,6 +86,16 @@ def test_a_labelled_test_dl_gives_the_same(digits: tuple[Learner, Tensor, Tensor
         ClassificationInterpretation.from_learner(learn, dl=learn.test_dl(xv))
 
 
+def test_the_shuffled_training_set_is_read_in_dataset_order(digits: tuple[Learner, Tensor, Tensor]) -> None:
+    learn = digits[0]
+    interp = ClassificationInterpretation.from_learner(learn, ds_idx=0)
+    x, y = learn.dls.train_ds.tensors  # type: ignore[attr-defined]
+    with torch.no_grad():
+        raw = learn.model.eval()(x)
+    assert torch.equal(interp.targs, y)
+    torch.testing.assert_close(interp.losses, F.cross_entropy(raw, y, reduction="none"), rtol=0, atol=1e-5)
+
+
 def test_plot_confusion_matrix(interp: ClassificationInterpretation, by_hand: tuple) -> None:
     cm = by_hand[2]
     fig = interp.plot_confusion_matrix(figsize=(6, 6))
