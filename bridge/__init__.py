@@ -20,7 +20,9 @@ from .exceptions import (
     CancelTrainException,
     CancelValidException,
 )
+from .export import load_learner
 from .handler import CallbackHandler
+from .interpret import ClassificationInterpretation
 from .learner import Learner
 from .loaders import EvalDataLoader, ResumableDataLoader
 from .metrics import AvgMetric
@@ -42,6 +44,7 @@ __all__ = [
     "CancelStepException",
     "CancelTrainException",
     "CancelValidException",
+    "ClassificationInterpretation",
     "DataBunch",
     "EvalDataLoader",
     "Event",
@@ -51,4 +54,5 @@ __all__ = [
     "ResumableDataLoader",
     "Runner",
     "fit",
+    "load_learner",
 ]

@@ -73,7 +73,8 @@ class DataBunch(pl.LightningDataModule):
         valid_dl: the validation ``DataLoader``.
         c: number of classes (or outputs); inferred from integer targets when cheap. Third, as
             in the article's (course-v3's) ``DataBunch(train_dl, valid_dl, c)``.
-        test_dl: an optional test ``DataLoader`` (keyword only).
+        test_dl: an optional test ``DataLoader`` (keyword only; then ``dls.test``, fastai v1's
+            ``data.test_dl``; ``dls.test_dl(items)`` has fastai v2's meaning).
         n_inp: how many leading elements of a batch are inputs, the rest are targets (keyword only).
 
     Under DDP, Lightning swaps in a ``DistributedSampler`` for these loaders.
@@ -99,7 +100,7 @@ class DataBunch(pl.LightningDataModule):
         super().__init__()
         self.train_dl: DataLoader[Any] = _check_loader("train_dl", train_dl)  # type: ignore[assignment]
         self.valid_dl: DataLoader[Any] = _check_loader("valid_dl", valid_dl)  # type: ignore[assignment]
-        self.test_dl = _check_loader("test_dl", test_dl, required=False)
+        self.test = _check_loader("test_dl", test_dl, required=False)
         if c is not None and (not isinstance(c, int) or isinstance(c, bool) or c < 1):
             raise ValueError(f"DataBunch: `c` must be a positive int or None, got {c!r}")
         if not isinstance(n_inp, int) or isinstance(n_inp, bool) or n_inp < 1:
@@ -186,8 +187,14 @@ class DataBunch(pl.LightningDataModule):
 
     def __getitem__(self, i: int) -> DataLoader[Any]:
         """``dls[0]`` is the training loader, ``dls[1]`` the validation one (fastai v2)."""
-        loaders = [self.train_dl, self.valid_dl] + ([self.test_dl] if self.test_dl is not None else [])
+        loaders = [self.train_dl, self.valid_dl] + ([self.test] if self.test is not None else [])
         return loaders[i]
+
+    def test_dl(self, items: Any, with_labels: bool = False, bs: int | None = None) -> DataLoader[Any]:
+        """fastai v2's ``test_dl``: a loader over ``items`` built like the validation one (see ``bridge.items``)."""
+        from .items import items_loader
+
+        return items_loader(items, self.valid_dl, self.n_inp, with_labels, bs)
 
     def one_batch(self) -> Any:
         """The first batch of the training loader.
@@ -215,9 +222,9 @@ class DataBunch(pl.LightningDataModule):
         return unrepeated(self.valid_dl, getattr(self, "trainer", None))
 
     def test_dataloader(self) -> DataLoader[Any]:
-        if self.test_dl is None:
+        if self.test is None:
             raise ValueError("DataBunch: no test_dl was given")
-        return self.test_dl
+        return self.test
 
     def __repr__(self) -> str:
         return (

@@ -407,21 +407,20 @@ class Learner(CallbackHost):
         return preds, targs
 
     def predict(self, item: Any) -> Any:
-        """The model's output for one item (no batch dimension), in eval mode without grad.
+        """fastai's ``(decoded, decoded_index, probabilities)`` for one item, or the raw output (``bridge.decode``)."""
+        from .decode import predict
 
-        Example:
-            >>> x = torch.tensor([1.0, -2.0])
-            >>> torch.allclose(learn.predict(x), learn.model(x[None])[0])
-            True
-        """
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                x = torch.as_tensor(item).to(self.device)
-                return self.model(x.unsqueeze(0))[0]
-        finally:
-            self.model.train(was_training)
+        return predict(self, item)
+
+    def test_dl(self, items: Any, with_labels: bool = False, bs: int | None = None) -> Any:
+        """``learn.dls.test_dl(...)``: a loader over new items for ``get_preds(dl=...)``."""
+        return self.dls.test_dl(items, with_labels=with_labels, bs=bs)
+
+    def export(self, fname: str | os.PathLike[str] | None = None, pickle: bool = False) -> Path:
+        """Write the model for ``load_learner`` to ``path/fname`` (``bridge.export.export_learner``)."""
+        from .export import export_learner
+
+        return export_learner(self, fname, pickle=pickle)
 
     # -- recipes: fastai's, written once as functions of the learner and bound here as methods ----
     fit_one_cycle = fit_one_cycle

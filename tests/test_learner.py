@@ -78,7 +78,9 @@ def test_get_preds_in_dataset_order_and_predict(tmp_path: Path) -> None:
     assert torch.equal(targs, y)
     probs, _ = learn.get_preds(act=lambda t: t.softmax(-1))
     assert torch.allclose(probs.sum(-1), torch.ones(50))
-    assert torch.allclose(learn.predict(x[3]), expected[3], atol=1e-6)
+    decoded, index, item_probs = learn.predict(x[3])  # fastai's triple (CrossEntropyLoss: softmax + argmax)
+    assert decoded == int(index) == int(expected[3].argmax())
+    assert torch.allclose(item_probs, expected[3].softmax(-1), atol=1e-6)
     assert learn.recorder.values and len(learn.recorder.values) == 1  # evaluation leaves history alone
 
 
