@@ -30,7 +30,7 @@ from .inference import ExportedModel, InferenceLearner
 from .safe_pt2 import META_ENTRY, UntrustedFileError, checked_pt2
 
 if TYPE_CHECKING:
-    from .learner import Learner
+    from .protocol import LearnerState as Learner
 
 __all__ = ["UntrustedFileError", "export_learner", "load_learner"]
 

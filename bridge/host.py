@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 import warnings
 from collections.abc import Iterable, Iterator
@@ -27,13 +26,14 @@ else:  # pragma: no cover
 
 from .callback import Callback, callback_name
 from .dialects import RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
-from .distributed import atomic_save, is_global_zero
+from .files import ModelFiles
 from .handler import EventDispatch
+from .output import LoopOutput
 
 __all__ = ["CallbackHost"]
 
 
-class CallbackHost:
+class CallbackHost(ModelFiles, LoopOutput):
     """Loop state with fastai names plus callback management (add, remove, aliases, dialects).
 
     State: ``model, opt, loss_func, xb, yb, pred, loss, loss_grad, epoch, n_epoch, iter,
@@ -130,12 +130,6 @@ class CallbackHost:
     def cbs(self) -> list[Any]:
         """The callbacks as the user gave them, sorted by ``order`` (internal helpers excluded)."""
         return [unwrap(h) for h in self.cb_handler.cbs if not isinstance(h, (V1Flags, SeedFlags))]
-
-    @property
-    def device(self) -> torch.device:
-        """Where the model's parameters are."""
-        param: torch.nn.Parameter = next(self.model.parameters())
-        return param.device
 
     def n_iter_per_epoch(self) -> int:
         """Training batches per epoch in this process (after Lightning's distributed sampler).
@@ -333,134 +327,3 @@ class CallbackHost:
             f"{type(self).__name__} has no optimizer factory: its optimizer is the LightningModule's "
             "(configure_optimizers)"
         )
-
-    # -- files -----------------------------------------------------------------------------------
-    def _file(self, file: str | os.PathLike[str]) -> Path:
-        p = Path(file)
-        if p.suffix == "" and not p.is_absolute() and len(p.parts) == 1:
-            return self.path / self.model_dir / f"{file}.pth"
-        return p if p.is_absolute() else self.path / self.model_dir / p
-
-    def save(self, file: str | os.PathLike[str], with_opt: bool = True) -> Path:
-        """Save the model (and optimizer) to ``path/model_dir/file.pth``; return that path.
-
-        Written by global rank 0 only, atomically.
-
-        Example:
-            >>> learn.save("stage1").relative_to(learn.path).as_posix()
-            'models/stage1.pth'
-        """
-        state: Any = self.model.state_dict()
-        if with_opt and self.opt is not None:
-            state = {"model": state, "opt": self.opt.state_dict()}
-        return atomic_save(state, self._file(file))
-
-    def load(
-        self,
-        file: str | os.PathLike[str],
-        device: str | torch.device | None = None,
-        with_opt: bool = True,
-        strict: bool = True,
-    ) -> Self:
-        """Load what ``save`` wrote (``torch.load(weights_only=True)``: no code is unpickled).
-
-        Example:
-            >>> _ = learn.save("stage1")
-            >>> saved = learn.model.weight.detach().clone()
-            >>> _ = torch.nn.init.zeros_(learn.model.weight)
-            >>> _ = learn.load("stage1")
-            >>> torch.equal(learn.model.weight, saved)
-            True
-        """
-        path = self._file(file)
-        if not path.exists():
-            raise FileNotFoundError(f"{type(self).__name__}.load: no file {str(path)!r}")
-        try:
-            state = torch.load(path, map_location=device or self.device, weights_only=True)
-        except Exception as exc:
-            raise ValueError(
-                f"{type(self).__name__}.load: {str(path)!r} is not a loadable model file "
-                f"({type(exc).__name__}: {exc}); "
-                "only tensors and plain containers are accepted (weights_only=True)"
-            ) from exc
-        has_opt = isinstance(state, dict) and set(state) == {"model", "opt"}
-        model_state = state["model"] if has_opt else state
-        try:
-            self.model.load_state_dict(model_state, strict=strict)
-        except RuntimeError as exc:
-            raise RuntimeError(f"{type(self).__name__}.load: {str(path)!r} does not fit this model: {exc}") from exc
-        if has_opt and with_opt:
-            if self.opt is None:
-                self.create_opt()
-            assert self.opt is not None
-            try:
-                self.opt.load_state_dict(state["opt"])
-            except (ValueError, KeyError) as exc:
-                warnings.warn(
-                    f"{type(self).__name__}.load: could not load the optimizer state ({exc}); kept a fresh one",
-                    stacklevel=2,
-                )
-        return self
-
-    # -- output helpers for callbacks --------------------------------------------------------------
-    def print(self, text: str) -> None:
-        """Print on global rank 0, above Lightning's progress bar when one is showing.
-
-        Example:
-            >>> learn.print("epoch 1 done")
-            epoch 1 done
-        """
-        if not is_global_zero() or getattr(self, "_no_logging", False):
-            return
-        bar = getattr(self.trainer, "progress_bar_callback", None) if self.trainer is not None else None
-        if bar is not None and hasattr(bar, "print"):
-            bar.print(text)
-        else:
-            print(text, flush=True)
-
-    def log_step(self, values: dict[str, float], step: int) -> None:
-        """Send per-step values to every Lightning logger (they write on rank 0 only).
-
-        Example:
-            >>> learn.trainer is None  # before any fit there is no Trainer: nothing is sent
-            True
-            >>> learn.log_step({"train_loss": 0.3}, step=0)
-        """
-        if self.trainer is None or getattr(self, "_no_logging", False):
-            return
-        for logger in self.trainer.loggers:
-            logger.log_metrics(values, step=step)
-
-    def log_epoch(self, values: dict[str, float], extra: dict[str, float] | None = None) -> None:
-        """Log epoch values with Lightning's ``self.log`` (loggers and ``callback_metrics``).
-
-        ``extra`` values reach ``trainer.callback_metrics`` (for monitoring callbacks) but
-        not the loggers.
-
-        Example:
-            >>> from bridge import Callback
-            >>> class LogBest(Callback):
-            ...     def after_epoch(self):
-            ...         self.learn.log_epoch({}, extra={"best": 0.5})
-            >>> learn.fit(1, cbs=LogBest())  # doctest: +ELLIPSIS
-            epoch ...
-            >>> float(learn.trainer.callback_metrics["best"])
-            0.5
-        """
-        if self.trainer is None or getattr(self, "_no_logging", False):
-            return
-        to_logger = bool(self.trainer.loggers) and not getattr(self, "_no_logging", False)
-        # The values are already global; sync_dist=True is Lightning's convention for epoch values
-        # under DDP (an all-reduce of equal values at epoch end, on every rank) and keeps it quiet.
-        try:
-            for name, value in values.items():
-                self.module.log(  # type: ignore[union-attr]
-                    name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1, sync_dist=True
-                )
-            for name, value in (extra or {}).items():
-                self.module.log(  # type: ignore[union-attr]
-                    name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1, sync_dist=True
-                )
-        except Exception:  # outside a hook where Lightning allows self.log: write to the loggers directly
-            if to_logger:
-                self.log_step(dict(values), step=self.trainer.global_step)

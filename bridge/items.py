@@ -109,7 +109,7 @@ def items_loader(
         raise ValueError(f"{where}: `bs` must be an int >= 1 or None, got {bs!r}")
     ds = items_dataset(items, where)
     _check_parts(ds, n_inp, with_labels, where)
-    from . import EvalDataLoader
+    from .loaders import EvalDataLoader
 
     if like is None:
         return EvalDataLoader(ds, batch_size=bs or 64, shuffle=False)

@@ -19,11 +19,21 @@ from .data import DataBunch
 from .host import CallbackHost
 from .interrupt import interrupt_raises
 from .lr_finder import lr_find
-from .lr_ranges import freeze_to, set_lr
+from .lr_ranges import freeze, freeze_to, set_lr, unfreeze
 from .metrics import as_metric, metric_name
 from .module import LearnerModule
-from .optim import NO_WD, Adam, OptFunc, param_groups, set_hyper
-from .precision import set_precision, translate_precision_callback
+from .optim import (
+    FORMS,
+    NO_WD,
+    Adam,
+    OptFunc,
+    call_splitter,
+    check_ready_opt,
+    param_groups,
+    set_hyper,
+    trainable_params,
+)
+from .precision import to_bf16, to_fp16, to_fp32, translate_precision_callback
 from .preds import EvalData, GatherPreds
 from .recipes import fine_tune, fit_flat_cos, fit_one_cycle, fit_sgdr
 from .recorder import Recorder
@@ -33,51 +43,6 @@ from .train_eval import TrainEvalCallback
 from .trainer import check_ckpt_path, check_trainer_options, checkpoint_dir, make_trainer, quiet
 
 __all__ = ["Learner", "trainable_params"]
-
-_FORMS = (
-    "the forms are Learner(data, model, loss_func=..., opt_func=...) (fastai v2) and "
-    "Learner(model, opt, loss_func, data) with a ready torch optimizer (the article, course-v3)"
-)
-
-
-def _check_ready_opt(opt: object, model: nn.Module) -> None:
-    if not isinstance(opt, torch.optim.Optimizer):
-        raise TypeError(f"Learner: `opt` must be a torch.optim.Optimizer or None, got {type(opt).__name__}; {_FORMS}")
-    own = {id(p) for p in model.parameters()}
-    foreign = sum(1 for g in opt.param_groups for p in g["params"] if id(p) not in own)
-    if foreign:
-        raise ValueError(
-            f"Learner: `opt` ({type(opt).__name__}) holds {foreign} parameter(s) that are not the model's "
-            f"({type(model).__name__}); build it over model.parameters()"
-        )
-
-
-def _call_splitter(splitter: Callable[[nn.Module], Any], model: nn.Module) -> list[list[nn.Parameter]]:
-    # Only the call and the reading of its result are wrapped: a wrong signature or a result
-    # of the wrong shape names `splitter` instead of failing inside param_groups or torch.
-    try:
-        splits = [list(split) for split in splitter(model)]
-    except (TypeError, ValueError) as exc:
-        kind = TypeError if isinstance(exc, TypeError) else ValueError
-        raise kind(f"Learner: `splitter`(model) must return lists of parameters: {exc}") from exc
-    for split in splits:
-        for p in split:
-            if not isinstance(p, Tensor):
-                raise TypeError(
-                    f"Learner: `splitter`(model) must return lists of parameters, got a {type(p).__name__} in a list"
-                )
-    return splits
-
-
-def trainable_params(model: nn.Module) -> list[list[nn.Parameter]]:
-    """fastai's default splitter: one group with every parameter that requires grad.
-
-    Example:
-        >>> from torch import nn
-        >>> len(trainable_params(nn.Linear(2, 1))[0])
-        2
-    """
-    return [[p for p in model.parameters() if p.requires_grad]]
 
 
 class Learner(CallbackHost):
@@ -145,12 +110,12 @@ class Learner(CallbackHost):
             if not isinstance(data, DataBunch):
                 raise TypeError(
                     f"Learner(model, opt, loss_func, data): `data` must be a bridge.DataBunch, got "
-                    f"{type(data).__name__}; {_FORMS}"
+                    f"{type(data).__name__}; {FORMS}"
                 )
         if not isinstance(data, DataBunch):
             raise TypeError(
                 f"Learner: `data` must be a bridge.DataBunch, got {type(data).__name__}; "
-                f"wrap loaders with DataBunch(train_dl, valid_dl) or DataBunch.from_datasets(...); {_FORMS}"
+                f"wrap loaders with DataBunch(train_dl, valid_dl) or DataBunch.from_datasets(...); {FORMS}"
             )
         if not isinstance(model, nn.Module):
             raise TypeError(f"Learner: `model` must be a torch.nn.Module, got {type(model).__name__}")
@@ -168,7 +133,7 @@ class Learner(CallbackHost):
         if not callable(splitter):
             raise TypeError(f"Learner: `splitter` must be callable as splitter(model), got {splitter!r}")
         if opt is not None:
-            _check_ready_opt(opt, model)
+            check_ready_opt(opt, model)
         check_wd(wd, "Learner")
         check_moms(moms, "Learner")
         if path is not None:
@@ -262,7 +227,7 @@ class Learner(CallbackHost):
             old = self.opt
             self.opt = type(old)([dict(g) for g in old.param_groups], **old.defaults)
             return self.opt
-        groups = param_groups(self.model, _call_splitter(self.splitter, self.model), self.wd_bn_bias)
+        groups = param_groups(self.model, call_splitter(self.splitter, self.model), self.wd_bn_bias)
         try:
             opt = self.opt_func(groups, lr=self.lr)
         except TypeError as exc:
@@ -431,52 +396,12 @@ class Learner(CallbackHost):
 
     freeze_to = freeze_to
 
-    def freeze(self) -> None:
-        """Freeze all param groups but the last.
+    freeze = freeze
+    unfreeze = unfreeze
 
-        Example:
-            >>> learn.freeze()  # one param group here: it stays trainable
-            >>> all(p.requires_grad for p in learn.model.parameters())
-            True
-        """
-        self.freeze_to(-1)
-
-    def unfreeze(self) -> None:
-        """Make every param group trainable.
-
-        Example:
-            >>> learn.unfreeze()
-            >>> all(p.requires_grad for p in learn.model.parameters())
-            True
-        """
-        self.freeze_to(0)
-
-    def to_fp16(self) -> Learner:
-        """Train with fp16 mixed precision (``precision="16-mixed"``, with a GradScaler).
-
-        Example:
-            >>> learn.to_fp16().trainer_options["precision"]
-            '16-mixed'
-        """
-        return set_precision(self, "16-mixed")
-
-    def to_bf16(self) -> Learner:
-        """Train with bf16 mixed precision (``precision="bf16-mixed"``).
-
-        Example:
-            >>> learn.to_bf16().trainer_options["precision"]
-            'bf16-mixed'
-        """
-        return set_precision(self, "bf16-mixed")
-
-    def to_fp32(self) -> Learner:
-        """Train in full precision again.
-
-        Example:
-            >>> learn.to_fp16().to_fp32().trainer_options["precision"]
-            '32-true'
-        """
-        return set_precision(self, "32-true")
+    to_fp16 = to_fp16
+    to_bf16 = to_bf16
+    to_fp32 = to_fp32
 
     def __repr__(self) -> str:
         names = ", ".join(metric_name(m) for m in self.metrics)

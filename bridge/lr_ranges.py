@@ -25,7 +25,18 @@ if TYPE_CHECKING:
 
     from .protocol import LearnerState, LoopState
 
-__all__ = ["SPLIT_KEY", "even_mults", "expand_to_groups", "freeze_to", "group_splits", "lr_range", "n_splits", "set_lr"]
+__all__ = [
+    "SPLIT_KEY",
+    "even_mults",
+    "expand_to_groups",
+    "freeze",
+    "freeze_to",
+    "group_splits",
+    "lr_range",
+    "n_splits",
+    "set_lr",
+    "unfreeze",
+]
 
 #: Param-group key holding the index of the splitter group a torch param group belongs to.
 SPLIT_KEY = "fastlight_split"
@@ -170,8 +181,8 @@ def set_lr(learn: LoopState, lr: Any, name: str = "lr", where: str = "fit") -> n
     returns ``np.array([h['lr'] for h in opt.hypers])``. ``None`` means ``learn.lr``.
 
     Example:
-        >>> set_lr(learn, 0.01)  # one splitter group (weights, bias) on the doctest learner
-        array([0.01])
+        >>> set_lr(learn, 0.01)  # one splitter group, two torch groups (the bias gets no weight decay)
+        array([0.01, 0.01])
     """
     if learn.opt is None:
         learn.create_opt()
@@ -216,3 +227,25 @@ def freeze_to(learn: LearnerState, n: int) -> None:
         for p in group["params"]:
             p.requires_grad_(i >= frozen_idx or id(p) in norm)
     opt.state.clear()
+
+
+def freeze(learn: LearnerState) -> None:
+    """Freeze all param groups but the last.
+
+    Example:
+        >>> learn.freeze()  # one param group here: it stays trainable
+        >>> all(p.requires_grad for p in learn.model.parameters())
+        True
+    """
+    freeze_to(learn, -1)
+
+
+def unfreeze(learn: LearnerState) -> None:
+    """Make every param group trainable.
+
+    Example:
+        >>> learn.unfreeze()
+        >>> all(p.requires_grad for p in learn.model.parameters())
+        True
+    """
+    freeze_to(learn, 0)

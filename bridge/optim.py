@@ -13,9 +13,21 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-__all__ = ["NO_WD", "SGD", "Adam", "OptFunc", "get_hypers", "param_groups", "set_hyper"]
+__all__ = [
+    "FORMS",
+    "NO_WD",
+    "SGD",
+    "Adam",
+    "OptFunc",
+    "call_splitter",
+    "check_ready_opt",
+    "get_hypers",
+    "param_groups",
+    "set_hyper",
+    "trainable_params",
+]
 
 #: ``opt_func(params, lr=...) -> torch.optim.Optimizer``; params may be param-group dicts.
 OptFunc = Callable[..., torch.optim.Optimizer]
@@ -184,3 +196,65 @@ def get_hypers(opt: torch.optim.Optimizer) -> list[dict[str, Any]]:
             h[name] = group[key] if idx is None else group[key][idx]
         out.append(h)
     return out
+
+
+#: The two Learner forms, for error messages.
+FORMS = (
+    "the forms are Learner(data, model, loss_func=..., opt_func=...) (fastai v2) and "
+    "Learner(model, opt, loss_func, data) with a ready torch optimizer (the article, course-v3)"
+)
+
+
+def check_ready_opt(opt: object, model: nn.Module) -> None:
+    """A ready optimizer given to the Learner must be a torch optimizer over the model's parameters.
+
+    Example:
+        >>> m = nn.Linear(2, 1)
+        >>> check_ready_opt(torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.1), m)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Learner: `opt` (SGD) holds 2 parameter(s) that are not the model's (Linear); ...
+    """
+    if not isinstance(opt, torch.optim.Optimizer):
+        raise TypeError(f"Learner: `opt` must be a torch.optim.Optimizer or None, got {type(opt).__name__}; {FORMS}")
+    own = {id(p) for p in model.parameters()}
+    foreign = sum(1 for g in opt.param_groups for p in g["params"] if id(p) not in own)
+    if foreign:
+        raise ValueError(
+            f"Learner: `opt` ({type(opt).__name__}) holds {foreign} parameter(s) that are not the model's "
+            f"({type(model).__name__}); build it over model.parameters()"
+        )
+
+
+def call_splitter(splitter: Callable[[nn.Module], Any], model: nn.Module) -> list[list[nn.Parameter]]:
+    """``splitter(model)`` as lists of parameters; a wrong signature or result names ``splitter``.
+
+    Example:
+        >>> [len(g) for g in call_splitter(lambda m: [[m.weight], [m.bias]], nn.Linear(2, 1))]
+        [1, 1]
+    """
+    # Only the call and the reading of its result are wrapped: a wrong signature or a result
+    # of the wrong shape names `splitter` instead of failing inside param_groups or torch.
+    try:
+        splits = [list(split) for split in splitter(model)]
+    except (TypeError, ValueError) as exc:
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"Learner: `splitter`(model) must return lists of parameters: {exc}") from exc
+    for split in splits:
+        for p in split:
+            if not isinstance(p, Tensor):
+                raise TypeError(
+                    f"Learner: `splitter`(model) must return lists of parameters, got a {type(p).__name__} in a list"
+                )
+    return splits
+
+
+def trainable_params(model: nn.Module) -> list[list[nn.Parameter]]:
+    """fastai's default splitter: one group with every parameter that requires grad.
+
+    Example:
+        >>> from torch import nn
+        >>> len(trainable_params(nn.Linear(2, 1))[0])
+        2
+    """
+    return [[p for p in model.parameters() if p.requires_grad]]

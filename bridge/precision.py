@@ -18,7 +18,7 @@ from lightning.pytorch.plugins.precision import MixedPrecision, Precision
 if TYPE_CHECKING:
     from .protocol import LearnerState
 
-__all__ = ["PRECISION_CALLBACKS", "set_precision", "translate_precision_callback"]
+__all__ = ["PRECISION_CALLBACKS", "set_precision", "to_bf16", "to_fp16", "to_fp32", "translate_precision_callback"]
 
 L = TypeVar("L", bound="LearnerState")
 
@@ -113,3 +113,33 @@ def translate_precision_callback(learn: LearnerState, cb: Any) -> bool:
         stacklevel=3,
     )
     return True
+
+
+def to_fp16(learn: L) -> L:
+    """Train with fp16 mixed precision (``precision="16-mixed"``, with a GradScaler).
+
+    Example:
+        >>> learn.to_fp16().trainer_options["precision"]
+        '16-mixed'
+    """
+    return set_precision(learn, "16-mixed")
+
+
+def to_bf16(learn: L) -> L:
+    """Train with bf16 mixed precision (``precision="bf16-mixed"``).
+
+    Example:
+        >>> learn.to_bf16().trainer_options["precision"]
+        'bf16-mixed'
+    """
+    return set_precision(learn, "bf16-mixed")
+
+
+def to_fp32(learn: L) -> L:
+    """Train in full precision again.
+
+    Example:
+        >>> learn.to_fp16().to_fp32().trainer_options["precision"]
+        '32-true'
+    """
+    return set_precision(learn, "32-true")

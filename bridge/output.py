@@ -1,0 +1,83 @@
+"""``LoopOutput``: how callbacks print and log — rank 0 only, above the progress bar, through Lightning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .distributed import is_global_zero
+
+__all__ = ["LoopOutput"]
+
+
+class LoopOutput:
+    """``print``, ``log_step``, ``log_epoch`` for a host with ``trainer`` and ``module``.
+
+    Example:
+        >>> learn.print("hello")
+        hello
+    """
+
+    trainer: Any
+    module: Any
+
+    def print(self, text: str) -> None:
+        """Print on global rank 0, above Lightning's progress bar when one is showing.
+
+        Example:
+            >>> learn.print("epoch 1 done")
+            epoch 1 done
+        """
+        if not is_global_zero() or getattr(self, "_no_logging", False):
+            return
+        bar = getattr(self.trainer, "progress_bar_callback", None) if self.trainer is not None else None
+        if bar is not None and hasattr(bar, "print"):
+            bar.print(text)
+        else:
+            print(text, flush=True)
+
+    def log_step(self, values: dict[str, float], step: int) -> None:
+        """Send per-step values to every Lightning logger (they write on rank 0 only).
+
+        Example:
+            >>> learn.trainer is None  # before any fit there is no Trainer: nothing is sent
+            True
+            >>> learn.log_step({"train_loss": 0.3}, step=0)
+        """
+        if self.trainer is None or getattr(self, "_no_logging", False):
+            return
+        for logger in self.trainer.loggers:
+            logger.log_metrics(values, step=step)
+
+    def log_epoch(self, values: dict[str, float], extra: dict[str, float] | None = None) -> None:
+        """Log epoch values with Lightning's ``self.log`` (loggers and ``callback_metrics``).
+
+        ``extra`` values reach ``trainer.callback_metrics`` (for monitoring callbacks) but
+        not the loggers.
+
+        Example:
+            >>> from bridge import Callback
+            >>> class LogBest(Callback):
+            ...     def after_epoch(self):
+            ...         self.learn.log_epoch({}, extra={"best": 0.5})
+            >>> learn.fit(1, cbs=LogBest())  # doctest: +ELLIPSIS
+            epoch ...
+            >>> float(learn.trainer.callback_metrics["best"])
+            0.5
+        """
+        if self.trainer is None or getattr(self, "_no_logging", False):
+            return
+        to_logger = bool(self.trainer.loggers) and not getattr(self, "_no_logging", False)
+        # The values are already global; sync_dist=True is Lightning's convention for epoch values
+        # under DDP (an all-reduce of equal values at epoch end, on every rank) and keeps it quiet.
+        try:
+            for name, value in values.items():
+                self.module.log(
+                    name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1, sync_dist=True
+                )
+            for name, value in (extra or {}).items():
+                self.module.log(
+                    name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1, sync_dist=True
+                )
+        except Exception:  # outside a hook where Lightning allows self.log: write to the loggers directly
+            if to_logger:
+                self.log_step(dict(values), step=self.trainer.global_step)
