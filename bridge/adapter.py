@@ -116,7 +116,7 @@ class _AdapterOps(BatchOps):
 
     def loss(self) -> Tensor | None:
         learn, output = self.learn, self.output
-        if learn.loss_func is not None and learn.yb:
+        if learn.loss_func is not None and learn.yb and learn.pred is not None:
             return super().loss()
         loss = output.get("loss") if isinstance(output, dict) else output
         return loss if isinstance(loss, Tensor) else None
@@ -258,6 +258,8 @@ class LightningAdapter(pl.Callback):
             name: functools.partial(getattr(self, "_" + name), _Patched(pl_module, name)) for name in _PATCHES
         }
         for name, fn in _PATCHES.items():
+            if name == "validation_step" and type(pl_module).validation_step is pl.LightningModule.validation_step:
+                continue  # no validation_step: patching one in would make Lightning run validation
             setattr(pl_module, name, types.MethodType(fn, pl_module))
         self._module = pl_module
 

@@ -82,6 +82,7 @@ class Recorder(Callback):
         self._dev_val: Tensor | None = None
         self._host_val = 0.0
         self._host_count = 0
+        self._logged_at = self._epoch_first = 0
 
     @property
     def _in_fit(self) -> bool:
@@ -106,6 +107,7 @@ class Recorder(Callback):
         self._flush_per_batch = world_size() == 1
 
     def before_epoch(self) -> None:
+        self._epoch_first = self._host_count  # steps read back before this epoch's batches
         self.cancel_train = self.cancel_valid = False
         self._start = time.time()
         self._train_loss = math.nan
@@ -170,9 +172,14 @@ class Recorder(Callback):
             self._host_val = beta * self._host_val + (1 - beta) * v
             self.losses.append(self._host_val / (1 - beta**self._host_count))
             if self._host_count % every == 0:
-                i = min(self._host_count, len(self.lrs)) - 1
-                lr = float(self.lrs[i]) if i >= 0 else math.nan
-                learn.log_step({"train_loss": self.losses[-1], "lr": lr}, step=self._host_count)
+                self._log_point()
+
+    def _log_point(self) -> None:
+        """The smoothed train loss and the lr at the last step read back, to every logger."""
+        i = min(self._host_count, len(self.lrs)) - 1
+        lr = float(self.lrs[i]) if i >= 0 else math.nan
+        self.learn.log_step({"train_loss": self.losses[-1], "lr": lr}, step=self._host_count)
+        self._logged_at = self._host_count
 
     def _device(self) -> torch.device:
         module = getattr(self.learn, "module", None)
@@ -184,6 +191,8 @@ class Recorder(Callback):
         self._flush()
         if self.losses:
             self._train_loss = self.losses[-1]
+        if self._host_count > self._epoch_first and self._logged_at <= self._epoch_first:
+            self._log_point()  # an epoch shorter than log_every_n_steps still shows its train loss
 
     def after_validate(self) -> None:
         learn = self.learn

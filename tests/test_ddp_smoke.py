@@ -24,3 +24,11 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert results[0]["weights"] == results[1]["weights"]
     assert results[0]["values"] == results[1]["values"]
     assert results[0]["losses"] == results[1]["losses"] and len(results[0]["losses"]) == 6
+    # The article's callbacks, one rank deciding: 384 items / 2 ranks / bs 32 = 6 batches a rank.
+    # Rank 1's refused 2nd batch is skipped on both ranks; rank 0's stop after 3 steps ends both passes
+    # (rank 1 learns of it at the next batch's agreement point, having begun that batch: no step).
+    assert [r["seed"] for r in results] == [
+        {"steps": 3, "batches": 4, "valid": 1},
+        {"steps": 3, "batches": 5, "valid": 1},
+    ]
+    assert results[0]["seed_weights"] == results[1]["seed_weights"]

@@ -201,3 +201,13 @@ def test_tensorboard_histograms_every_step_of_finite_values_only(tmp_path: Path)
     assert torch.isnan(learn.model.unused_nan).all()  # left alone: no grad, no step
     partial = acc.Histograms("weights/partial")[-1].histogram_value
     assert (partial.num, partial.sum, partial.min, partial.max) == (2, -1.5, -2.5, 1.0)  # the finite values only
+
+
+def test_a_fit_shorter_than_log_every_n_steps_still_shows_its_train_loss(tmp_path: Path) -> None:
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tb", default_hp_metric=False)
+    learn = make_learner(tmp_path, logger=logger)  # log_every_n_steps: Lightning's 50; 6 batches an epoch
+    learn.fit(2)
+    rec, n_iter = learn.recorder, learn.n_iter_per_epoch()
+    loss = scalars(events(logger.log_dir), "train_loss")
+    assert [s for s, _ in loss] == [n_iter, 2 * n_iter]  # one point at the end of each epoch
+    assert [v for _, v in loss] == pytest.approx([rec.losses[n_iter - 1], rec.losses[-1]], rel=1e-6)

@@ -1,10 +1,16 @@
-"""``test_ddp_smoke``: a 2-rank fit of 2 epochs with every event traced; per rank: events, weights, history."""
+"""``test_ddp_smoke``: a 2-rank fit of 2 epochs with every event traced; per rank: events, weights, history.
+
+Then, in the same launch, a fit with the article's (seed) callbacks deciding on one rank only:
+rank 1 refuses its second batch (``begin_batch`` -> False), rank 0 sets ``learn.stop`` after its
+third step; both decisions must take effect on both ranks alike.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from bridge import Callback
+from bridge import Callback, fit
 from bridge.events import EVENT_NAMES
 from callbacks import Recorder
 from tests.ddp_scripts._common import dump, flat_params, named_cb, run, trainer_of
@@ -30,11 +36,44 @@ for _event in EVENT_NAMES:
         setattr(Trace, _event, _recorder(_event))
 
 
+class SeedDecides:
+    """One of the article's callbacks (``begin_fit(learn)``, truthy returns to go on), rank-dependent."""
+
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+
+    def begin_fit(self, learn: Any) -> bool:
+        self.learn, self.steps, self.batches, self.valid, self.in_valid = learn, 0, 0, 0, False
+        return True
+
+    def begin_validate(self) -> bool:
+        self.in_valid = True
+        return True
+
+    def begin_batch(self, xb: Any, yb: Any) -> bool:
+        if self.in_valid:
+            self.valid += 1
+            return True
+        self.batches += 1
+        return not (self.rank == 1 and self.batches == 2)
+
+    def after_step(self) -> bool:
+        self.steps += 1
+        if self.rank == 0 and self.steps == 3:
+            self.learn.stop = True
+        return True
+
+
 def main(argv: list[str]) -> None:
     trace = Trace()
     learn = make_learner(".", data=make_data(n=192, n_valid=64, bs=32), cbs=[trace], lr=1e-2)
     learn.fit(2, accelerator="cpu", devices=2, strategy="ddp")
     recorder = named_cb(learn, "recorder", Recorder)
+    rank = trainer_of(learn).global_rank
+    seed = SeedDecides(rank)
+    ddp = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
+    seed_learn = make_learner(".", data=make_data(n=384, n_valid=64, bs=32), lr=1e-2, **ddp)
+    fit(1, seed_learn, cb=[seed])
     dump(
         {
             "events": trace.events,
@@ -42,7 +81,9 @@ def main(argv: list[str]) -> None:
             "values": recorder.values,
             "losses": recorder.losses,
             "world": trainer_of(learn).world_size,
-            "rank": trainer_of(learn).global_rank,
+            "rank": rank,
+            "seed": {"steps": seed.steps, "batches": seed.batches, "valid": seed.valid},
+            "seed_weights": flat_params(seed_learn.model),
         }
     )
 
