@@ -80,7 +80,7 @@ def test_readme_set_up_runs_what_ci_runs() -> None:
         for line in ci.splitlines()
         if line.startswith(("python -m pip install", "python -m pytest"))
     ]
-    assert len(ci_commands) == 3, ci_commands  # torch, the dev extra, the tests
+    assert len(ci_commands) == 4, ci_commands  # torch, the test extras, fastai (the tests' oracle), the tests
     set_up = readme.split("## Set up", 1)[1].split("\n## ", 1)[0]
     for command in ci_commands:
         assert command in set_up, f"`{command}` (from .ci/run) is not in the README's set-up"
@@ -92,3 +92,23 @@ def test_paths_named_in_readme_commands_exist() -> None:
     paths |= set(re.findall(r"bash (\.ci/\w+)", readme))
     assert {"examples/quickstart.py", ".ci/run"} <= paths
     assert [p for p in sorted(paths) if not (REPO / p).exists()] == []
+
+
+def test_the_readme_quickstart_runs(tmp_path: Path) -> None:
+    """The Quickstart's code blocks, run in order as one script in a fresh process (nothing downloaded)."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Quickstart") : readme.index("## Concepts in one page")]
+    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
+    assert "fit(1, learn, cb=CallbackHandler([TestCallback()]))" in code and "load_learner" in code
+    (tmp_path / "quickstart.py").write_text(code)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "quickstart.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[-2] == "72"  # the last print: BatchCounter's count over 3 epochs
+    assert (tmp_path / "runs" / "readme" / "export.pt2").is_file()
