@@ -168,9 +168,6 @@ class BatchEngine:
         self.learn = learn
         self.levels = levels
         self._pred_fired = False
-        # The tensors this batch set as loss_grad / loss: a rebinding of either is seen by identity.
-        self._loss_set: Any = None
-        self._loss_clone: Any = None
         #: Whether this batch has a loss (fastai: no targets, no backward and no step).
         self.has_loss = True
 
@@ -194,8 +191,8 @@ class BatchEngine:
         loss = ops.loss()
         self.has_loss = loss is not None
         if loss is not None:
-            self._loss_set = learn.loss_grad = loss
-            self._loss_clone = learn.loss = loss.clone()
+            learn.loss_grad = loss
+            learn.loss = loss.clone()
         learn.cb_handler("after_loss")
         if then == "batch":
             levels.close_level("batch")
@@ -203,15 +200,8 @@ class BatchEngine:
             levels.open_level("backward")
 
     def backward_target(self) -> Any:
-        """What backward uses: ``loss_grad`` (fastai 2.8), or ``loss`` when a callback rebound only that.
-
-        Callbacks written for fastai < 2.5 rebind ``loss`` alone; that is what their backward used.
-        """
-        learn = self.learn
-        target = learn.loss_grad
-        if target is self._loss_set and learn.loss is not self._loss_clone:
-            target = learn.loss
-        return target
+        """What backward uses: ``loss_grad``, exactly as fastai 2.8 (``loss`` is what is logged and measured)."""
+        return self.learn.loss_grad
 
     def before_step(self, ops: BatchOps) -> None:
         """``before_step`` and, under DDP, the batch's agreement; raises :class:`StepAborted` if no step."""
