@@ -166,7 +166,6 @@ class Recorder(Callback):
         raw: list[float] = (reduce_mean_ragged(stacked) if distributed else stacked).tolist()
         self._pending = []
         beta, every = self.beta, self._every
-        learn = self.learn
         for v in raw:
             self._host_count += 1
             self._host_val = beta * self._host_val + (1 - beta) * v
