@@ -37,6 +37,7 @@ __all__ = [
     "CancelStepException",
     "CancelTrainException",
     "CancelValidException",
+    "as_cancel",
 ]
 
 
@@ -141,3 +142,29 @@ LEVEL_OF: dict[type[CancelException], str] = {
         CancelFitException,
     )
 }
+
+
+_BY_NAME: dict[str, type[CancelException]] = {cls.__name__: cls for cls in LEVEL_OF}
+_FOREIGN: dict[type, type[CancelException] | None] = {}
+
+
+def as_cancel(exc: BaseException) -> CancelException | None:
+    """fastlight's cancel for another library's (fastai's) ``Cancel*Exception``, or None.
+
+    Recognised by class name along the MRO, so fastai's own seven classes and user subclasses of
+    them keep fastai's meaning without importing fastai. (course-v3 notebooks define classes of the
+    same names with the Runner's meaning; their dialect translates those before this point.)
+
+    Example:
+        >>> class CancelBatchException(Exception): ...  # fastai's, as fastai.callback.core defines it
+        >>> class SkipThis(CancelBatchException): ...
+        >>> type(as_cancel(SkipThis())).__name__, as_cancel(ValueError())
+        ('CancelBatchException', None)
+    """
+    if isinstance(exc, CancelException):
+        return exc
+    kind = type(exc)
+    if kind not in _FOREIGN:
+        _FOREIGN[kind] = next((_BY_NAME[k.__name__] for k in kind.__mro__ if k.__name__ in _BY_NAME), None)
+    cls = _FOREIGN[kind]
+    return cls() if cls is not None else None

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .events import EVENT_NAMES, INNER_LOOP
-from .exceptions import CancelException
+from .exceptions import CancelException, as_cancel
 
 __all__ = ["SEED_EVENTS", "CallbackHandler", "EventDispatch", "event_methods"]
 
@@ -183,6 +183,9 @@ class EventDispatch:
             except CancelException:
                 raise
             except Exception as exc:
+                cancel = as_cancel(exc)
+                if cancel is not None:  # fastai's own cancel classes: fastai's meaning
+                    raise cancel from exc
                 _note(exc, cb, event)
                 raise
         if event == "after_fit":

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .checkpoint_timing import epoch_end_saves
 from .checks import check_epochs, check_lr, check_moms, check_path, check_wd
 from .data import DataBunch
+from .evaluate import evaluate, get_preds
 from .host import CallbackHost
 from .interrupt import interrupt_raises
 from .lr_finder import lr_find
@@ -34,7 +35,6 @@ from .optim import (
     trainable_params,
 )
 from .precision import to_bf16, to_fp16, to_fp32, translate_precision_callback
-from .preds import EvalData, GatherPreds
 from .recipes import fine_tune, fit_flat_cos, fit_one_cycle, fit_sgdr
 from .recorder import Recorder
 from .spawn import ship_state_back
@@ -319,20 +319,6 @@ class Learner(CallbackHost):
                 warnings.filterwarnings("ignore", f"Checkpoint directory {re.escape(str(self.checkpoint_dir))} exists")
                 trainer.fit(self.module, datamodule=self.dls, ckpt_path=None if ckpt_path is None else str(ckpt_path))
 
-    def _evaluate(self, dl: Any, cbs: Iterable[Any] | Any | None, stage: str) -> None:
-        overrides: dict[str, Any] = {"logger": False, "enable_progress_bar": False}
-        with self.added_cbs(cbs):
-            self.stage = stage
-            self.module.metrics = nn.ModuleList(self.metrics)
-            trainer = make_trainer(self.path, self.trainer_options, overrides, self._pl_cbs)
-            self.trainer = trainer
-            ship_state_back(trainer, self)
-            try:
-                with interrupt_raises(self), quiet():
-                    trainer.validate(self.module, datamodule=EvalData(dl), verbose=False)
-            finally:
-                self.stage = None
-
     def validate(self, ds_idx: int = 1, dl: Any = None, cbs: Iterable[Any] | Any | None = None) -> list[float] | None:
         """Run the validation loop; return ``[valid_loss, *metrics]`` (fastai's ``validate``).
 
@@ -343,33 +329,10 @@ class Learner(CallbackHost):
             True
         """
         self.final_record = None
-        self._evaluate(self.dls[ds_idx] if dl is None else dl, cbs, "validate")
+        evaluate(self, self.dls[ds_idx] if dl is None else dl, cbs, "validate")
         return self.final_record
 
-    def get_preds(
-        self,
-        ds_idx: int = 1,
-        dl: Any = None,
-        act: Callable[[Tensor], Tensor] | None = None,
-        cbs: Iterable[Any] | Any | None = None,
-    ) -> tuple[Tensor, Tensor]:
-        """Predictions and targets on the validation set (or ``dl``), in dataset order.
-
-        ``act`` is applied to the predictions (e.g. ``torch.softmax``-like); raw model
-        outputs otherwise.
-
-        Example:
-            >>> preds, targs = learn.get_preds()
-            >>> preds.shape, torch.equal(targs, learn.dls.valid_ds.tensors[1])
-            (torch.Size([32, 2]), True)
-        """
-        gather = GatherPreds()
-        extra = [gather] + (list(cbs) if isinstance(cbs, (list, tuple)) else [cbs] if cbs is not None else [])
-        self._evaluate(self.dls[ds_idx] if dl is None else dl, extra, "predict")
-        preds, targs = gather.result()
-        if act is not None:
-            preds = act(preds)
-        return preds, targs
+    get_preds = get_preds
 
     def predict(self, item: Any) -> Any:
         """fastai's ``(decoded, decoded_index, probabilities)`` for one item, or the raw output (``bridge.decode``)."""
@@ -402,6 +365,19 @@ class Learner(CallbackHost):
     to_fp16 = to_fp16
     to_bf16 = to_bf16
     to_fp32 = to_fp32
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached when normal lookup fails: fall through to the model, as fastai's Learner
+        # does (learn.parameters(), learn.modules(), a model attribute), after its own names.
+        model = self.__dict__.get("model")
+        if name.startswith("__") or model is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        try:
+            return getattr(model, name)
+        except AttributeError:
+            raise AttributeError(
+                f"{type(self).__name__!r} object has no attribute {name!r} (nor has its model, {type(model).__name__})"
+            ) from None
 
     def __repr__(self) -> str:
         names = ", ".join(metric_name(m) for m in self.metrics)

@@ -20,47 +20,71 @@ __all__ = ["EvalData", "GatherPreds", "interleave"]
 
 
 class GatherPreds(Callback):
-    """Collects predictions and targets during a ``get_preds`` pass; under DDP, from every rank.
+    """Collects inputs (``with_input``), predictions and targets of a ``get_preds`` pass.
+
+    With ``gather`` (a pass sharded by DDP) every rank's items are gathered and put back in
+    dataset order; a nested pass inside a fit is each rank's own and gathers nothing.
 
     Example:
         >>> GatherPreds().result()
-        (tensor([]), tensor([]))
+        (None, tensor([]), tensor([]))
     """
 
     order = 60
 
-    def __init__(self) -> None:
-        self._result: tuple[Tensor, Tensor] = (torch.empty(0), torch.empty(0))
+    def __init__(self, with_input: bool = False, gather: bool = True) -> None:
+        self.with_input, self.gather = with_input, gather
+        self._result: tuple[Any, Tensor, Tensor] = (None, torch.empty(0), torch.empty(0))
 
     def before_validate(self) -> None:
+        self._inputs: list[Any] = []
         self._preds: list[Tensor] = []
         self._targs: list[Tensor] = []
-        self._result = (torch.empty(0), torch.empty(0))
+        self._result = (None, torch.empty(0), torch.empty(0))
 
     def after_batch(self) -> None:
         learn = self.learn
         self._preds.append(learn.pred.detach())
         if learn.yb:
             self._targs.append(learn.yb[0].detach())
+        if self.with_input:
+            self._inputs.append(learn.x.detach() if len(learn.xb) == 1 else tuple(x.detach() for x in learn.xb))
 
     def after_validate(self) -> None:
         preds = torch.cat(self._preds).cpu() if self._preds else torch.empty(0)
         targs = torch.cat(self._targs).cpu() if self._targs else torch.empty(0)
-        if world_size() > 1:
+        inputs = _cat(self._inputs) if self.with_input else None
+        if self.gather and world_size() > 1:
             # Rank r holds items r, r+W, ... (bridge.data.unrepeated): gather and interleave.
             parts: list[Any] = [None] * torch.distributed.get_world_size()
-            torch.distributed.all_gather_object(parts, (preds, targs))
-            preds, targs = interleave([p for p, _ in parts]), interleave([t for _, t in parts])
-        self._result = (preds, targs)
+            torch.distributed.all_gather_object(parts, (inputs, preds, targs))
+            preds, targs = interleave([p for _, p, _ in parts]), interleave([t for _, _, t in parts])
+            if inputs is not None:
+                inputs = _interleave_any([i for i, _, _ in parts])
+        self._result = (inputs, preds, targs)
 
-    def result(self) -> tuple[Tensor, Tensor]:
+    def result(self) -> tuple[Any, Tensor, Tensor]:
         return self._result
 
     def state_dict(self) -> dict[str, Any]:  # how the result comes back from ddp_spawn workers
-        return {"preds": self._result[0], "targs": self._result[1]}
+        return {"inputs": self._result[0], "preds": self._result[1], "targs": self._result[2]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._result = (state["preds"], state["targs"])
+        self._result = (state.get("inputs"), state["preds"], state["targs"])
+
+
+def _cat(parts: list[Any]) -> Any:
+    if not parts:
+        return torch.empty(0)
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat([p[i] for p in parts]).cpu() for i in range(len(parts[0])))
+    return torch.cat(parts).cpu()
+
+
+def _interleave_any(parts: list[Any]) -> Any:
+    if isinstance(parts[0], tuple):
+        return tuple(interleave([p[i] for p in parts]) for i in range(len(parts[0])))
+    return interleave(parts)
 
 
 def interleave(parts: list[Tensor]) -> Tensor:
