@@ -6,6 +6,7 @@ from collections.abc import Callable, Sized
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler, TensorDataset
 
@@ -184,6 +185,17 @@ class DataBunch(pl.LightningDataModule):
     def valid(self) -> DataLoader[Any]:
         """fastai v2 alias of ``valid_dl``."""
         return self.valid_dl
+
+    @property
+    def device(self) -> torch.device:
+        """Where batches go: the Trainer's device during a fit, else the CPU (fastai's ``dls.device``).
+
+        Example:
+            >>> learn.dls.device
+            device(type='cpu')
+        """
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
 
     def __getitem__(self, i: int) -> DataLoader[Any]:
         """``dls[0]`` is the training loader, ``dls[1]`` the validation one (fastai v2)."""

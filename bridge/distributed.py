@@ -35,6 +35,7 @@ __all__ = [
     "rank_local",
     "reduce_mean",
     "reduce_mean_ragged",
+    "to_detach",
     "world_size",
 ]
 
@@ -276,3 +277,28 @@ def all_ranks_agree(flag: bool, device: torch.device | None = None) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=dev)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def to_detach(b: Any, cpu: bool = True, gather: bool = True) -> Any:
+    """fastai's ``to_detach``: tensors in ``b`` (nested lists, tuples, dicts) detached, moved to the CPU.
+
+    With ``gather`` under DDP each tensor is all-gathered along its first dimension (a collective:
+    every rank must call it at the same point), as fastai's ``maybe_gather``.
+
+    Example:
+        >>> to_detach({"x": torch.ones(2, requires_grad=True)})["x"].requires_grad
+        False
+    """
+    if isinstance(b, torch.Tensor):
+        x = b.detach()
+        if gather and collectives_enabled():
+            x = x[None] if x.ndim == 0 else x
+            parts = [torch.zeros_like(x) for _ in range(dist.get_world_size())]
+            dist.all_gather(parts, x.contiguous())
+            x = torch.cat(parts, dim=0)
+        return x.cpu() if cpu else x
+    if isinstance(b, (list, tuple)):
+        return type(b)(to_detach(o, cpu, gather) for o in b)
+    if isinstance(b, dict):
+        return {k: to_detach(v, cpu, gather) for k, v in b.items()}
+    return b

@@ -26,6 +26,8 @@ else:  # pragma: no cover
 
 from .callback import Callback, callback_name
 from .dialects import RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
+from .distributed import to_detach
+from .engine import split_batch
 from .files import ModelFiles
 from .handler import EventDispatch
 from .output import LoopOutput
@@ -73,6 +75,11 @@ class CallbackHost(ModelFiles, LoopOutput):
         self.skip_grad_sync = False
         #: The article's (and course-v3 Runner's) stop flag: True ends the current pass after this batch.
         self.stop = False
+        #: fastai's: called by the Recorder with each epoch's row (``recorder.log``); the default prints
+        #: the epoch table. fastai's CSVLogger and ProgressCallback wrap or replace it.
+        self.logger: Any = EpochTable(self)
+        #: fastai's flag for its ProgressCallback (a master bar over the epochs).
+        self.create_mbar = True
         #: Where ``save``/``load`` and file-writing callbacks work (``path/model_dir/name.pth``).
         self.path = Path(".")
         self.model_dir = Path("models")
@@ -112,6 +119,19 @@ class CallbackHost(ModelFiles, LoopOutput):
     def y(self) -> Any:
         """The target, de-tupled when the batch has one target (fastai v2 ``learn.y``)."""
         return self.yb[0] if len(self.yb) == 1 else self.yb
+
+    def to_detach(self, b: Any, cpu: bool = True, gather: bool = True) -> Any:
+        """fastai's ``learn.to_detach``: ``b``'s tensors detached, on the CPU, gathered across ranks (DDP).
+
+        Example:
+            >>> learn.to_detach((torch.ones(1, requires_grad=True),))[0].requires_grad
+            False
+        """
+        return to_detach(b, cpu, gather)
+
+    def _split(self, b: Any) -> None:
+        """fastai's ``learn._split``: ``xb``, ``yb`` from a batch (the first ``n_inp`` elements are inputs)."""
+        self.xb, self.yb = split_batch(b, self.n_inp)
 
     @property
     def in_fit(self) -> bool:
@@ -327,3 +347,32 @@ class CallbackHost(ModelFiles, LoopOutput):
             f"{type(self).__name__} has no optimizer factory: its optimizer is the LightningModule's "
             "(configure_optimizers)"
         )
+
+
+class EpochTable:
+    """The default ``learn.logger``: prints each epoch's row under the Recorder's column names (rank 0).
+
+    Example:
+        >>> learn.recorder.metric_names = ["epoch", "train_loss", "valid_loss", "time"]  # as before_fit sets them
+        >>> EpochTable(learn)([0, 0.5, 0.4, "00:01"])
+        epoch  train_loss  valid_loss  time
+        0      0.500000    0.400000    00:01
+    """
+
+    def __init__(self, learn: Any) -> None:
+        self.learn = learn
+        self._names: list[str] | None = None  # the header printed for this fit (None: not yet)
+
+    def __call__(self, row: Any) -> None:
+        learn = self.learn
+        recorder = learn.__dict__.get("recorder")
+        names = list(getattr(recorder, "metric_names", None) or [str(i) for i in range(len(row))])
+        cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
+        widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=False)]
+        lines = []
+        if getattr(recorder, "_header_done", False) is False:
+            lines.append("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=False)).rstrip())
+            if recorder is not None:
+                recorder._header_done = True
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
+        learn.print("\n".join(lines))

@@ -18,6 +18,7 @@ from .checks import check_epochs, check_lr, check_moms, check_path, check_wd
 from .data import DataBunch
 from .evaluate import evaluate, get_preds
 from .host import CallbackHost
+from .hypers import fastai_api
 from .interrupt import interrupt_raises
 from .lr_finder import lr_find
 from .lr_ranges import freeze, freeze_to, set_lr, unfreeze
@@ -29,6 +30,7 @@ from .optim import (
     Adam,
     OptFunc,
     call_splitter,
+    check_opt_func,
     check_ready_opt,
     param_groups,
     set_hyper,
@@ -130,6 +132,7 @@ class Learner(CallbackHost):
             )
         if not callable(opt_func):
             raise TypeError(f"Learner: `opt_func` must be callable as opt_func(params, lr=...), got {opt_func!r}")
+        check_opt_func(opt_func)
         if not callable(splitter):
             raise TypeError(f"Learner: `splitter` must be callable as splitter(model), got {splitter!r}")
         if opt is not None:
@@ -149,7 +152,7 @@ class Learner(CallbackHost):
         self.opt_func = opt_func
         check_lr(lr, "Learner", allow_zero=True)
         #: A ready optimizer given by the user: used as it is (its learning rates too, unless fit gets `lr`).
-        self.opt = opt
+        self.opt = fastai_api(opt, self) if opt is not None else None
         self._ready_opt = opt is not None
         self.lr = float(opt.param_groups[0]["lr"]) if opt is not None else float(lr)
         self.splitter = splitter
@@ -225,7 +228,7 @@ class Learner(CallbackHost):
         if self._ready_opt and self.opt is not None:
             # A ready optimizer: a fresh one of its class over its own groups (same hyper-parameters).
             old = self.opt
-            self.opt = type(old)([dict(g) for g in old.param_groups], **old.defaults)
+            self.opt = fastai_api(type(old)([dict(g) for g in old.param_groups], **old.defaults), self)
             return self.opt
         groups = param_groups(self.model, call_splitter(self.splitter, self.model), self.wd_bn_bias)
         try:
@@ -239,8 +242,8 @@ class Learner(CallbackHost):
                 group["weight_decay"] = 0.0
         if self.wd is not None:
             set_hyper(opt, "wd", self.wd)
-        self.opt = opt
-        return opt
+        self.opt = fastai_api(opt, self)
+        return self.opt
 
     # -- training --------------------------------------------------------------------------------
     @property
@@ -297,7 +300,8 @@ class Learner(CallbackHost):
                 warnings.warn(
                     f"fit(resume=True): no checkpoint at {str(last)!r}; training from the start", stacklevel=2
                 )
-        with self.added_cbs(cbs):
+        options = dict(self.trainer_options)  # a ported precision callback in `cbs` ends with this fit
+        with self.added_cbs(cbs), _restored(self, options):
             if reset_opt or self.opt is None:
                 self.create_opt()
             assert self.opt is not None
@@ -382,3 +386,11 @@ class Learner(CallbackHost):
     def __repr__(self) -> str:
         names = ", ".join(metric_name(m) for m in self.metrics)
         return f"Learner({type(self.model).__name__}, {self.dls!r}, metrics=[{names}], cbs={self.cbs})"
+
+
+@contextlib.contextmanager
+def _restored(learn: Learner, options: dict[str, Any]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        learn.trainer_options = options

@@ -22,6 +22,7 @@ __all__ = [
     "Adam",
     "OptFunc",
     "call_splitter",
+    "check_opt_func",
     "check_ready_opt",
     "get_hypers",
     "param_groups",
@@ -258,3 +259,39 @@ def trainable_params(model: nn.Module) -> list[list[nn.Parameter]]:
         2
     """
     return [[p for p in model.parameters() if p.requires_grad]]
+
+
+#: fastai's optimizers (``fastai.optimizer``) and what to use instead on Lightning.
+_FASTAI_OPTS = {
+    "SGD": "bridge.SGD",
+    "Adam": "bridge.Adam",
+    "RMSProp": "torch.optim.RMSprop",
+    "RAdam": "torch.optim.RAdam(decoupled_weight_decay=True)",
+    "QHAdam": "no torch equivalent; torch.optim.Adam is the nearest",
+    "Larc": "no torch equivalent",
+    "Lamb": "no torch equivalent",
+    "Lookahead": "no torch equivalent",
+    "ranger": "no torch equivalent; torch.optim.RAdam is the nearest",
+}
+
+
+def check_opt_func(opt_func: Any) -> None:
+    """Refuse fastai's own optimizers (they return fastai's ``Optimizer``, which Lightning cannot step).
+
+    Example:
+        >>> def SGD(params, lr): ...
+        >>> SGD.__module__ = "fastai.optimizer"
+        >>> check_opt_func(SGD)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: Learner: `opt_func` fastai.optimizer.SGD builds fastai's Optimizer, ...; use bridge.SGD ...
+    """
+    module = getattr(opt_func, "__module__", "") or ""
+    if not module.startswith("fastai"):
+        return
+    name = getattr(opt_func, "__name__", type(opt_func).__name__)
+    instead = _FASTAI_OPTS.get(name, "a torch.optim optimizer")
+    raise TypeError(
+        f"Learner: `opt_func` {module}.{name} builds fastai's Optimizer, which Lightning cannot step; use "
+        f"{instead} (fastlight's optimizers are torch's, with fastai's names: opt.hypers, opt.set_hyper)"
+    )

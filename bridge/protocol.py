@@ -63,6 +63,8 @@ class LoopState(Protocol):
     last_metrics: list[float] | None
     skip_grad_sync: bool
     stop: bool
+    logger: Any
+    create_mbar: bool
     path: Path
     model_dir: Path
     cb_handler: Any

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from .callback import Callback
-from .distributed import collectives_enabled, is_global_zero, reduce_mean_ragged, world_size
+from .distributed import collectives_enabled, reduce_mean_ragged, world_size
 from .metrics import AvgLoss, find_bs, metric_name
 
 __all__ = ["Recorder"]
@@ -218,7 +218,8 @@ class Recorder(Callback):
         row: list[Any] = [learn.epoch, *record]
         if self.add_time:
             row.append(format_time(time.time() - self._start))
-        self._print_row(row)
+        self.log = row  # fastai's recorder.log: this epoch's row
+        learn.logger(row)
         logged = dict(zip(self.metric_names[2:], self._valid, strict=False))
         learn.log_epoch(logged, extra={"train_loss": self._train_loss})
 
@@ -228,18 +229,6 @@ class Recorder(Callback):
             self._flush(across_ranks=self.learn is not None and self.learn.exception is None)
 
     # -- output ------------------------------------------------------------------------------------
-    def _print_row(self, row: list[Any]) -> None:
-        if not is_global_zero():
-            return
-        cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
-        widths = [max(len(n), len(c)) for n, c in zip(self.metric_names, cells, strict=False)]
-        lines = []
-        if not self._header_done:
-            lines.append("  ".join(n.ljust(w) for n, w in zip(self.metric_names, widths, strict=False)).rstrip())
-            self._header_done = True
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
-        self.learn.print("\n".join(lines))
-
     def plot_lr_find(
         self, skip_end: int = 5, return_fig: bool = True, suggestions: Any = None, nms: Any = None, **kwargs: Any
     ) -> Any:
