@@ -367,6 +367,10 @@ class EpochTable:
         learn = self.learn
         recorder = learn.__dict__.get("recorder")
         names = list(getattr(recorder, "metric_names", None) or [str(i) for i in range(len(row))])
+        full = getattr(recorder, "full_values", None)
+        timed = names[-1:] == ["time"]
+        if full and len(row) < len(names) and len(full[-1]) + 1 + timed == len(names):
+            row = [row[0], *full[-1], *row[-1:] * timed]  # a cancelled phase: its columns show nan, aligned
         cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
         widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=False)]
         lines = []

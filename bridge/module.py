@@ -218,6 +218,11 @@ class LearnerModule(pl.LightningModule):
             return None if levels.is_open("epoch") else -1
         return -1
 
+    def on_validation_model_zero_grad(self) -> None:
+        # Lightning clears the gradients before validating; fastai keeps them (a batch cancelled to
+        # accumulate, as GradientAccumulation does, carries its gradients over the epoch's end).
+        return
+
     def on_validation_epoch_start(self) -> None:
         hooks.on_validation_epoch_start(self.levels, self.trainer)
 

@@ -72,6 +72,8 @@ class Recorder(Callback):
         self.iters: list[int] = []
         self.losses: list[float] = []
         self.values: list[list[float]] = []
+        #: One row per epoch with every column of ``metric_names[1:]`` (nan where nothing was recorded).
+        self.full_values: list[list[float]] = []
         self.metric_names: list[str] = []
         self._valid_loss = AvgLoss()
         self._pending: list[Tensor] = []
@@ -94,9 +96,11 @@ class Recorder(Callback):
         names = [metric_name(m) for m in learn.metrics]
         self.metric_names = ["epoch", "train_loss", "valid_loss", *names] + (["time"] if self.add_time else [])
         self.before_epoch()
+        # As fastai 2.8: every fit, validate and get_preds starts a new history (a nested,
+        # inner get_preds fires no before_fit and leaves it alone).
+        self.lrs, self.iters, self.losses, self.values, self.full_values = [], [], [], [], []
         if not self._in_fit:
             return
-        self.lrs, self.iters, self.losses, self.values = [], [], [], []
         self._pending = []
         self._reset_smooth()
         self._header_done = False
@@ -109,6 +113,7 @@ class Recorder(Callback):
     def before_epoch(self) -> None:
         self._epoch_first = self._host_count  # steps read back before this epoch's batches
         self.cancel_train = self.cancel_valid = False
+        self._train_seen = self._valid_seen = False  # after_train / after_validate ran this epoch
         self._start = time.time()
         self._train_loss = math.nan
         self._valid = [math.nan] * (1 + len(self.learn.metrics))
@@ -188,6 +193,7 @@ class Recorder(Callback):
         if not self._in_fit:
             return
         self._flush()
+        self._train_seen = True
         if self.losses:
             self._train_loss = self.losses[-1]
         if self._host_count > self._epoch_first and self._logged_at <= self._epoch_first:
@@ -203,17 +209,25 @@ class Recorder(Callback):
             values = [self._valid_loss.compute()]
             values += [m.compute() for m in learn.metrics]
         self._valid = [float(v) for v in values]
+        self._valid_seen = True
         learn.last_metrics = list(self._valid)
 
     def after_epoch(self) -> None:
         learn = self.learn
         if not self._in_fit:
             learn.final_record = list(self._valid)
+            self.values.append(list(self._valid))  # fastai: an evaluation's history is its one row
+            self.full_values.append([math.nan, *self._valid])
             return
         self._flush()  # losses of a cancelled epoch, so that ranks stay aligned batch by batch
-        record = [self._train_loss, *self._valid]
+        full = [self._train_loss, *self._valid]
+        # fastai 2.8's record: a phase that was cancelled (or never ran) adds no values.
+        record = ([self._train_loss] if self._train_seen and not self.cancel_train else []) + (
+            list(self._valid) if self._valid_seen and not self.cancel_valid else []
+        )
         learn.final_record = record
         self.values.append(record)
+        self.full_values.append(full)
         self.iters.append(len(self.losses))
         row: list[Any] = [learn.epoch, *record]
         if self.add_time:
@@ -259,6 +273,7 @@ class Recorder(Callback):
             "iters": list(self.iters),
             "losses": list(self.losses),
             "values": [list(map(float, v)) for v in self.values],
+            "full_values": [list(map(float, v)) for v in self.full_values],
             "host_val": self._host_val,
             "host_count": self._host_count,
         }
@@ -267,4 +282,5 @@ class Recorder(Callback):
         """Restore what :meth:`state_dict` returned."""
         self.lrs, self.iters = list(state["lrs"]), list(state["iters"])
         self.losses, self.values = list(state["losses"]), [list(v) for v in state["values"]]
+        self.full_values = [list(v) for v in state.get("full_values", state["values"])]
         self._host_val, self._host_count = float(state["host_val"]), int(state["host_count"])

@@ -86,8 +86,8 @@ class CSVLogger(Callback):
         """Where the log is written: ``learn.path / fname`` (``fname`` itself if absolute).
 
         Example:
-            >>> CSVLogger("/tmp/h.csv").file_path
-            PosixPath('/tmp/h.csv')
+            >>> str(CSVLogger("/tmp/h.csv").file_path)
+            '/tmp/h.csv'
         """
         if self.fname.is_absolute() or self.learn is None:
             return self.fname
@@ -113,7 +113,7 @@ class CSVLogger(Callback):
 
     def after_epoch(self) -> None:
         learn = self.learn
-        row: list[Any] = [learn.epoch, *learn.recorder.values[-1]]  # type: ignore[attr-defined]
+        row: list[Any] = [learn.epoch, *learn.recorder.full_values[-1]]  # type: ignore[attr-defined]
         if len(self._header) > len(row):  # the Recorder's time column
             row.append(format_time(time.time() - self._start))
         self.rows.append([_cell(v) for v in row])

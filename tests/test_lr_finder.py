@@ -68,7 +68,9 @@ def test_lr_find_schedule_restore_and_learner_untouched(tmp_path: Path) -> None:
     assert learn.recorder.lrs == pytest.approx(expected, rel=1e-9)
     assert learn.recorder.hps["lr"] == pytest.approx(expected, rel=1e-9)
     assert len(learn.recorder.losses) == num_it
-    assert len(learn.recorder.values) == 3 and all(math.isnan(row[1]) for row in learn.recorder.values)  # no valid_loss
+    # no validation: fastai's rows hold the train loss only; the full rows show nan for valid_loss
+    assert len(learn.recorder.values) == 3 and all(len(row) == 1 for row in learn.recorder.values)
+    assert all(math.isnan(row[1]) for row in learn.recorder.full_values)
     assert counter.events == {"after_cancel_validate": 3, "after_cancel_fit": 1}
     # the suggestion: fastai's valley on the curve without its first num_it//10 and last 5 points
     lrs = torch.tensor(learn.recorder.lrs[num_it // 10 : -5])
