@@ -90,7 +90,7 @@ def test_import_costs_median_over_alternating_rounds() -> None:
     out = import_costs(3, measure=measure)
     assert set(out) == set(bench_peer.IMPORTS)
     assert len(seen) == 3 * len(bench_peer.IMPORTS)
-    for name, s in out.items():
+    for s in out.values():
         assert s["median"] == statistics.median(s["samples"]) and s["min"] == min(s["samples"])
         assert len(s["samples"]) == 3
     # round 1 runs round 0's order backwards
