@@ -72,6 +72,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # this checkout's bridge, not an installed one
+    sys.path.insert(0, str(REPO))
 
 VARIANTS = ("fastai", "fastlight", "lightning")
 #: Budgeted pairs (numerator, denominator) of issue 21, plus the reference one.
@@ -306,6 +308,26 @@ def run_repeats(runners: dict[str, Callable[[], float]], repeats: int, warmup: i
     return times
 
 
+def profile(run: Callable[[], float], repeats: int, top: int) -> dict[str, Any]:
+    """cProfile ``repeats`` fits of one variant (after one warm-up fit); print the top cumulative rows."""
+    import cProfile
+    import pstats
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        run()
+    prof = cProfile.Profile()
+    seconds = []
+    for _ in range(repeats):
+        gc.collect()
+        with contextlib.redirect_stdout(io.StringIO()):
+            prof.enable()
+            seconds.append(run())
+            prof.disable()
+    print(f"{repeats} profiled fits, median {statistics.median(seconds):.3f} s each (cProfile inflates Python calls)")
+    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
+    return {"profiled_seconds": seconds}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=21, help="counted rounds of every variant")
@@ -313,6 +335,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--import-repeats", type=int, default=7, help="fresh-process rounds per import (0: skip)")
     p.add_argument("--control", choices=VARIANTS, default="fastlight", help="variant timed twice as the noise floor")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
+    p.add_argument("--profile", choices=VARIANTS, help="instead: cProfile this variant's fit (after a warm-up fit)")
+    p.add_argument("--top", type=int, default=40, help="with --profile: rows of the cumulative-time table")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     warnings.filterwarnings("ignore")
@@ -320,6 +344,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logging.getLogger(name).setLevel(logging.ERROR)
 
     runners = make_runners()
+    if args.profile:
+        return profile(runners[args.profile], args.repeats, args.top)
     runners[control_name(args.control)] = runners[args.control]
     times = run_repeats(runners, args.repeats, args.warmup)
     res: dict[str, Any] = {
