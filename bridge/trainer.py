@@ -215,11 +215,11 @@ def cached_entry_points() -> Iterator[None]:
             _ENTRY_POINTS[key] = original(**params)
         return _ENTRY_POINTS[key]
 
-    registry.entry_points = cached
+    setattr(registry, "entry_points", cached)  # noqa: B010  # not a name Lightning exports
     try:
         yield
     finally:
-        registry.entry_points = original
+        setattr(registry, "entry_points", original)  # noqa: B010
 
 
 def interactive_output() -> bool:
