@@ -174,15 +174,32 @@ def make_trainer(
 _ENTRY_POINTS: dict[tuple[Any, ...], Any] = {}
 
 
-def _path_key() -> tuple[tuple[str, int], ...]:
-    """``sys.path`` with each folder's modification time: installing a package changes it."""
-    key = []
-    for entry in sys.path:
-        try:
-            key.append((entry, os.stat(entry or ".").st_mtime_ns))
-        except OSError:
-            key.append((entry, -1))
-    return tuple(key)
+#: Names of installed distributions' metadata folders (what ``importlib.metadata`` reads).
+_DIST_SUFFIXES = (".dist-info", ".egg-info")
+_LISTINGS: dict[str, tuple[int, frozenset[str]]] = {}
+
+
+def _distributions(entry: str) -> frozenset[str]:
+    """The metadata folders in one ``sys.path`` entry, listed again only when the entry's mtime changed."""
+    folder = entry or "."
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return frozenset()
+    cached = _LISTINGS.get(entry)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        names = frozenset(name for name in os.listdir(folder) if name.endswith(_DIST_SUFFIXES))
+    except OSError:  # a zip or egg file: its mtime stands for its contents
+        names = frozenset({f"<file {mtime}>"})
+    _LISTINGS[entry] = (mtime, names)
+    return names
+
+
+def _path_key() -> tuple[tuple[str, frozenset[str]], ...]:
+    """``sys.path`` with the distributions each entry holds: installing or removing a package changes it."""
+    return tuple((entry, _distributions(entry)) for entry in sys.path)
 
 
 @contextlib.contextmanager
@@ -190,11 +207,12 @@ def cached_entry_points() -> Iterator[None]:
     """While a Trainer is built, Lightning's scan for callback-factory entry points is read from a cache.
 
     Each ``lightning.Trainer`` scans every installed package's metadata for
-    ``lightning.pytorch.callbacks_factory`` entry points (about 3 ms, three quarters of building
-    one: profile of issue 21); a Learner builds one per fit. The scan's result (the entry points,
-    not the callbacks: every factory still runs for every Trainer) is kept per group and per
-    ``sys.path`` with its folders' modification times, so a package installed or removed
-    mid-session is seen as before.
+    ``lightning.pytorch.callbacks_factory`` entry points (3-8 ms, most of building one: profile
+    of issue 21); a Learner builds one per fit. The scan's result (the entry points, not the
+    callbacks: every factory still runs for every Trainer) is kept per group and per ``sys.path``
+    with the distributions (``*.dist-info`` / ``*.egg-info`` folders) each entry holds, so a
+    package installed, upgraded or removed mid-session is seen as before; files written into a
+    ``sys.path`` folder (a fit's output under the working directory) do not void the cache.
 
     Example:
         >>> with cached_entry_points():
