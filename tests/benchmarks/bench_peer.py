@@ -228,7 +228,12 @@ def make_runners(seed: int = 0) -> dict[str, Callable[[], float]]:
             device=torch.device("cpu"),
         )
         learn = fa_learner.Learner(
-            dls, copy.deepcopy(model0), loss_func=nn.CrossEntropyLoss(), metrics=[_accuracy], cbs=fa_defaults
+            dls,
+            copy.deepcopy(model0),
+            loss_func=nn.CrossEntropyLoss(),
+            metrics=[_accuracy],
+            cbs=fa_defaults,
+            default_cbs=False,  # else fastai adds its defaults again, ProgressCallback included
         )
         t = time.perf_counter()
         learn.fit(EPOCHS)
