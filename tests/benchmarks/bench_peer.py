@@ -41,8 +41,11 @@ start-up excluded), ``--import-repeats`` rounds in alternating order, median and
 
 The JSON written by ``--out`` holds ``times`` (seconds per repeat per variant), ``fit`` (per
 variant median / min / max), ``ratios`` (per pair: ``median``, ``q1``, ``q3``, ``p10``, ``p90``,
-``min_ratio``, ``samples``), ``control`` (the same for the control pair), ``imports`` and
-``platform``.
+``min_ratio``, ``samples``), ``control`` (the same for the control pair), ``imports``,
+``job_with_imports`` (each side's median import plus its median fit, and fastlight/fastai) and
+``platform``. ``--breakdown`` (wall ms per fastlight fit in its fixed costs: Trainer construction
+and teardown, checkpoint, validation start/end, epoch end) and ``--profile VARIANT`` (cProfile)
+are the tools that found the cuts (docs/performance.md, "Peer job").
 
 Example:
     >>> summarize([1.0, 1.2, 0.9, 1.1, 1.0])["median"]
@@ -455,6 +458,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         med = {n: s["median"] for n, s in res["imports"].items()}
         print(f"import bridge / lightning.pytorch: {med['bridge'] / med['lightning']:.3f}")
         print(f"import lightning.pytorch / fastai: {med['lightning'] / med['fastai']:.3f}")
+        # The whole job, imports included: each side's import plus its median fit.
+        job = {v: med["bridge" if v == "fastlight" else v] + res["fit"][v]["median"] for v in VARIANTS}
+        res["job_with_imports"] = {**job, "fastlight/fastai": job["fastlight"] / job["fastai"]}
+        print(
+            f"whole job with imports (import median + fit median): fastlight/fastai {job['fastlight'] / job['fastai']:.3f}"
+        )
     if args.out:
         args.out.write_text(json.dumps(res, indent=1))
     return res
