@@ -77,6 +77,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # this checkout's bridge, not an installed one
     sys.path.insert(0, str(REPO))
+if str(Path(__file__).parent) not in sys.path:  # peer_breakdown, when imported as tests.benchmarks.bench_peer
+    sys.path.insert(0, str(Path(__file__).parent))
 
 VARIANTS = ("fastai", "fastlight", "lightning")
 #: Budgeted pairs (numerator, denominator) of issue 21, plus the reference one.
@@ -316,100 +318,6 @@ def run_repeats(runners: dict[str, Callable[[], float]], repeats: int, warmup: i
     return times
 
 
-def profile(run: Callable[[], float], repeats: int, top: int) -> dict[str, Any]:
-    """cProfile ``repeats`` fits of one variant (after one warm-up fit); print the top cumulative rows."""
-    import cProfile
-    import pstats
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        run()
-    prof = cProfile.Profile()
-    seconds = []
-    for _ in range(repeats):
-        gc.collect()
-        with contextlib.redirect_stdout(io.StringIO()):
-            prof.enable()
-            seconds.append(run())
-            prof.disable()
-    print(f"{repeats} profiled fits, median {statistics.median(seconds):.3f} s each (cProfile inflates Python calls)")
-    pstats.Stats(prof).sort_stats("cumulative").print_stats(top)
-    return {"profiled_seconds": seconds}
-
-
-#: What ``--breakdown`` times inside a fastlight fit: (module, owner class or "", attribute, label).
-BREAKDOWN = (
-    ("bridge.learner", "", "make_trainer", "Trainer construction (make_trainer)"),
-    ("lightning.pytorch.trainer.trainer", "Trainer", "_teardown", "Trainer teardown"),
-    (
-        "lightning.pytorch.callbacks.model_checkpoint",
-        "ModelCheckpoint",
-        "on_train_epoch_end",
-        "checkpoint at epoch end",
-    ),
-    ("bridge.checkpoint_io", "AtomicCheckpointIO", "save_checkpoint", "  of which the atomic write"),
-    ("lightning.pytorch.trainer.trainer", "Trainer", "_run_sanity_check", "sanity check"),
-    ("lightning.pytorch.loops.evaluation_loop", "_EvaluationLoop", "run", "validation loop"),
-    ("bridge.module", "LearnerModule", "on_validation_epoch_start", "  validation start (before_validate)"),
-    ("bridge.module", "LearnerModule", "on_validation_epoch_end", "  validation end (after_validate)"),
-    ("bridge.module", "LearnerModule", "on_train_epoch_end", "epoch end (after_epoch: metrics, table, log)"),
-    ("bridge.output", "LoopOutput", "log_epoch", "  of which self.log of the epoch values"),
-    ("bridge.recorder", "Recorder", "after_fit", "after_fit (Recorder)"),
-    ("lightning.pytorch.loggers.tensorboard", "TensorBoardLogger", "log_metrics", "TensorBoard log_metrics"),
-    ("lightning.pytorch.loggers.tensorboard", "TensorBoardLogger", "finalize", "TensorBoard finalize"),
-    ("lightning.pytorch.loggers.tensorboard", "TensorBoardLogger", "log_hyperparams", "TensorBoard log_hyperparams"),
-    ("lightning.pytorch.trainer.trainer", "Trainer", "_run_stage", "the loops (_run_stage)"),
-)
-
-
-def breakdown(run: Callable[[], float], repeats: int) -> dict[str, Any]:
-    """Wall seconds per fit spent in each :data:`BREAKDOWN` function (median over ``repeats`` fits)."""
-    import functools
-    import importlib
-
-    spent: dict[str, float] = {}
-    patched: list[tuple[Any, str, Any]] = []
-
-    def timed(label: str, fn: Any) -> Any:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t
-
-        return wrapper
-
-    for module, owner, attr, label in BREAKDOWN:
-        target = importlib.import_module(module)
-        target = getattr(target, owner) if owner else target
-        original = target.__dict__.get(attr) if isinstance(target, type) else getattr(target, attr, None)
-        if original is None:
-            continue
-        patched.append((target, attr, original))
-        setattr(target, attr, timed(label, original))
-    per_fit: dict[str, list[float]] = {label: [] for *_, label in BREAKDOWN}
-    per_fit["fit"] = []
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            run()
-        for _ in range(repeats):
-            spent.clear()
-            gc.collect()
-            with contextlib.redirect_stdout(io.StringIO()):
-                per_fit["fit"].append(run())
-            for label in per_fit:
-                if label != "fit":
-                    per_fit[label].append(spent.get(label, 0.0))
-    finally:
-        for target, attr, original in reversed(patched):
-            setattr(target, attr, original)
-    out = {label: statistics.median(xs) for label, xs in per_fit.items()}
-    for label, sec in out.items():
-        print(f"{sec * 1e3:8.2f} ms  {label}")
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=21, help="counted rounds of every variant")
@@ -427,9 +335,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         logging.getLogger(name).setLevel(logging.ERROR)
 
     runners = make_runners()
-    if args.breakdown:
-        return breakdown(runners["fastlight"], args.repeats)
-    if args.profile:
+    if args.breakdown or args.profile:
+        from peer_breakdown import breakdown, profile
+
+        if args.breakdown:
+            return breakdown(runners["fastlight"], args.repeats)
         return profile(runners[args.profile], args.repeats, args.top)
     runners[control_name(args.control)] = runners[args.control]
     times = run_repeats(runners, args.repeats, args.warmup)
