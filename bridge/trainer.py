@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import inspect
 import logging
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+from lightning.fabric.utilities import registry
 from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -26,6 +28,7 @@ from .checkpoint_io import AtomicCheckpointIO
 from .checks import check_path
 
 __all__ = [
+    "cached_entry_points",
     "check_ckpt_path",
     "check_trainer_options",
     "checkpoint_dir",
@@ -164,8 +167,77 @@ def make_trainer(
                 enable_version_counter=False,
             )
         )
-    with quiet():
+    with quiet(), cached_entry_points():
         return pl.Trainer(**opts)
+
+
+_ENTRY_POINTS: dict[tuple[Any, ...], Any] = {}
+
+
+#: Names of installed distributions' metadata folders (what ``importlib.metadata`` reads).
+_DIST_SUFFIXES = (".dist-info", ".egg-info")
+_LISTINGS: dict[str, tuple[int, frozenset[str]]] = {}
+
+
+def _distributions(entry: str) -> frozenset[str]:
+    """The metadata folders in one ``sys.path`` entry, listed again only when the entry's mtime changed."""
+    folder = entry or "."
+    try:
+        mtime = os.stat(folder).st_mtime_ns
+    except OSError:
+        return frozenset()
+    cached = _LISTINGS.get(entry)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    try:
+        names = frozenset(name for name in os.listdir(folder) if name.endswith(_DIST_SUFFIXES))
+    except OSError:  # a zip or egg file: its mtime stands for its contents
+        names = frozenset({f"<file {mtime}>"})
+    _LISTINGS[entry] = (mtime, names)
+    return names
+
+
+def _path_key() -> tuple[tuple[str, frozenset[str]], ...]:
+    """``sys.path`` with the distributions each entry holds: installing or removing a package changes it."""
+    return tuple((entry, _distributions(entry)) for entry in sys.path)
+
+
+@contextlib.contextmanager
+def cached_entry_points() -> Iterator[None]:
+    """While a Trainer is built, Lightning's scan for callback-factory entry points is read from a cache.
+
+    Each ``lightning.Trainer`` scans every installed package's metadata for
+    ``lightning.pytorch.callbacks_factory`` entry points (3-8 ms, most of building one: profile
+    of issue 21); a Learner builds one per fit. The scan's result (the entry points, not the
+    callbacks: every factory still runs for every Trainer) is kept per group and per ``sys.path``
+    with the distributions (``*.dist-info`` / ``*.egg-info`` folders) each entry holds, so a
+    package installed, upgraded or removed mid-session is seen as before; files written into a
+    ``sys.path`` folder (a fit's output under the working directory) do not void the cache.
+
+    Example:
+        >>> with cached_entry_points():
+        ...     first = registry.entry_points(group="lightning.pytorch.callbacks_factory")
+        ...     again = registry.entry_points(group="lightning.pytorch.callbacks_factory")
+        >>> first is again and registry.entry_points is importlib.metadata.entry_points
+        True
+    """
+    original = getattr(registry, "entry_points", None)
+    if original is not importlib.metadata.entry_points:  # another Lightning, or someone else's patch: leave it
+        yield
+        return
+
+    def cached(**params: Any) -> Any:
+        key = (tuple(sorted(params.items())), _path_key())
+        if key not in _ENTRY_POINTS:
+            _ENTRY_POINTS.clear()  # one sys.path state at a time
+            _ENTRY_POINTS[key] = original(**params)
+        return _ENTRY_POINTS[key]
+
+    setattr(registry, "entry_points", cached)  # noqa: B010  # not a name Lightning exports
+    try:
+        yield
+    finally:
+        setattr(registry, "entry_points", original)  # noqa: B010
 
 
 def interactive_output() -> bool:
