@@ -32,3 +32,12 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
         {"steps": 3, "batches": 5, "valid": 1},
     ]
     assert results[0]["seed_weights"] == results[1]["seed_weights"]
+    # fastai's own callbacks: EarlyStopping (min_delta 10: no epoch improves enough) stops after
+    # epoch 1 on both ranks; rank 1's fastai CancelBatchException on its 2nd batch of each epoch is
+    # agreed (no step there on either rank); fastai's ParamScheduler sets the same lrs on both ranks.
+    fa = [r["fastai"] for r in results]
+    assert fa[0]["epochs"] == fa[1]["epochs"] == 2
+    assert fa[0]["steps"] == fa[1]["steps"] == 2 * (6 - 1)
+    assert fa[0]["lrs"] == fa[1]["lrs"] and len(fa[0]["lrs"]) == 12
+    assert fa[0]["lrs"][0] == 1e-2 and fa[0]["lrs"][-1] < fa[0]["lrs"][0]
+    assert fa[0]["weights"] == fa[1]["weights"]

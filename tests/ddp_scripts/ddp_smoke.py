@@ -2,7 +2,9 @@
 
 Then, in the same launch, a fit with the article's (seed) callbacks deciding on one rank only:
 rank 1 refuses its second batch (``begin_batch`` -> False), rank 0 sets ``learn.stop`` after its
-third step; both decisions must take effect on both ranks alike.
+third step; both decisions must take effect on both ranks alike. And a fit with fastai 2.8's own
+callbacks (ParamScheduler, EarlyStoppingCallback) and fastai's CancelBatchException raised on
+rank 1 only: schedules, the stop and the cancel decide alike on both ranks.
 """
 
 from __future__ import annotations
@@ -64,6 +66,46 @@ class SeedDecides:
         return True
 
 
+def fastai_fit(rank: int) -> dict[str, Any]:
+    """fastai's own callbacks under DDP (imported from the installed fastai package)."""
+    from fastai.callback.core import Callback as FastaiCallback
+    from fastai.callback.core import CancelBatchException
+    from fastai.callback.schedule import ParamScheduler, SchedLin
+    from fastai.callback.tracker import EarlyStoppingCallback
+
+    class CancelOnRank1(FastaiCallback):  # type: ignore[misc]  # fastai is untyped
+        def before_fit(self) -> None:
+            self.steps = 0
+
+        def after_pred(self) -> None:
+            if self.training and rank == 1 and self.iter == 1:
+                raise CancelBatchException()
+
+        def after_step(self) -> None:
+            self.steps += 1
+
+    class Lrs(FastaiCallback):  # type: ignore[misc]
+        order = 60
+
+        def before_fit(self) -> None:
+            self.lrs: list[float] = []
+            self.epochs = 0
+
+        def after_batch(self) -> None:
+            if self.training:
+                self.lrs.append(float(self.learn.opt.hypers[0]["lr"]))
+
+        def after_epoch(self) -> None:
+            self.epochs += 1
+
+    cancel, lrs = CancelOnRank1(), Lrs()
+    ddp = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
+    learn = make_learner(".", data=make_data(n=384, n_valid=64, bs=32), lr=1e-2, **ddp)
+    sched = ParamScheduler({"lr": SchedLin(1e-2, 1e-3)})
+    learn.fit(6, cbs=[sched, EarlyStoppingCallback(patience=0, min_delta=10.0), cancel, lrs])
+    return {"steps": cancel.steps, "lrs": lrs.lrs, "epochs": lrs.epochs, "weights": flat_params(learn.model)}
+
+
 def main(argv: list[str]) -> None:
     trace = Trace()
     learn = make_learner(".", data=make_data(n=192, n_valid=64, bs=32), cbs=[trace], lr=1e-2)
@@ -84,6 +126,7 @@ def main(argv: list[str]) -> None:
             "rank": rank,
             "seed": {"steps": seed.steps, "batches": seed.batches, "valid": seed.valid},
             "seed_weights": flat_params(seed_learn.model),
+            "fastai": fastai_fit(rank),
         }
     )
 
