@@ -1,0 +1,145 @@
+"""``test_fsdp``: one 2-process launch (gloo, CPU) of many FSDP2 checks, each against the same run under DDP.
+
+Every fit here runs once with ``strategy="ddp"`` and once with ``ModelParallelStrategy`` (FSDP2,
+the Learner's default sharding policy); the test compares the two.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from lightning.pytorch.strategies import ModelParallelStrategy
+from torch import nn
+
+import bridge
+from bridge import SGD, Callback, Learner
+from bridge.sharding import fresh_strategy, is_sharded
+from callbacks import GradientClip, SaveModelCallback
+from tests.ddp_scripts._common import dump, run
+from tests.helpers import make_data, make_learner
+
+FSDP = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+WRITES: list[str] = []
+
+
+def strategy(kind: str) -> Any:
+    return "ddp" if kind == "ddp" else fresh_strategy(FSDP)
+
+
+def full_params(model: nn.Module) -> dict[str, list[float]]:
+    """Every parameter whole, on every rank (a collective under FSDP)."""
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    else:
+        state = model.state_dict()
+    return {k: v.detach().flatten().tolist() for k, v in state.items()}
+
+
+class NormLog(Callback):
+    """After GradientClip (order 11): the norm it measured at each step."""
+
+    order = 12
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def before_step(self) -> None:
+        norm = self.learn.gradient_clip.total_norm
+        self.norms.append(float(norm))
+
+
+class CancelOnRank1(Callback):
+    """Raise ``exc`` on rank 1 only, once, at ``event`` of the first epoch's batch ``it`` of ``phase``."""
+
+    order = 5
+
+    def __init__(self, exc: str, event: str, phase: str, it: int) -> None:
+        self.exc, self.event, self.phase, self.it, self.fired = exc, event, phase, it, False
+
+    def _maybe(self, event: str) -> None:
+        phase = "train" if self.training else "valid"
+        if (dist.get_rank() == 1 and not self.fired and event == self.event and phase == self.phase
+                and self.iter == self.it and self.epoch == 0):  # fmt: skip
+            self.fired = True
+            raise getattr(bridge, self.exc)()
+
+    def before_batch(self) -> None:
+        self._maybe("before_batch")
+
+    def after_pred(self) -> None:
+        self._maybe("after_pred")
+
+    def after_step(self) -> None:
+        self._maybe("after_step")
+
+
+CANCELS = [
+    ("CancelBatchException", "before_batch", "train", 1),  # rank 1 never ran the forward
+    ("CancelBatchException", "after_pred", "train", 1),  # rank 1 ran the forward, not the backward
+    ("CancelEpochException", "after_step", "train", 0),
+    ("CancelBatchException", "before_batch", "valid", 0),  # a validation forward skipped on one rank
+]
+
+
+def learner(**kw: Any) -> Learner:
+    return make_learner(".", data=make_data(n=256, n_valid=64, bs=32), opt_func=SGD, lr=0.2, **kw)
+
+
+def main(argv: list[str]) -> None:
+    real_save = torch.save
+
+    def counting_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        WRITES.append(Path(str(f)).name)
+        real_save(obj, f, *args, **kwargs)
+
+    torch.save = counting_save  # type: ignore[assignment]
+    out: dict[str, Any] = {}
+    opts = {"accelerator": "cpu", "devices": 2, "enable_checkpointing": False}
+    for kind in ("ddp", "fsdp"):
+        # 1. A fit with GradientClip and SaveModelCallback; learn.save; load back.
+        log = NormLog()
+        learn = learner(cbs=[GradientClip(max_norm=0.1), log])
+        learn.fit(2, strategy=strategy(kind), cbs=SaveModelCallback(fname=f"best_{kind}", every_epoch=True), **opts)
+        res: dict[str, Any] = {"sharded": is_sharded(learn.model), "norms": list(log.norms)}
+        res["weights"] = full_params(learn.model)
+        learn.save(f"final_{kind}")
+        if kind == "ddp":
+            dist.barrier()  # a sharded save is a collective already; DDP's rank 1 must wait for rank 0's file
+        with torch.no_grad():
+            for p in learn.model.parameters():
+                p.zero_()
+        learn.load(f"final_{kind}")
+        res["reloaded"] = full_params(learn.model)
+        # 2. validate and get_preds on the (sharded) model.
+        learn.trainer_options.update(strategy=strategy(kind), accelerator="cpu", devices=2)
+        preds, targs = learn.get_preds()
+        res["preds"], res["targs"] = preds.flatten().tolist(), targs.tolist()
+        # 3. lr_find restores the model and optimizer.
+        before = full_params(learn.model)
+        learn.lr_find(num_it=5, show_plot=False, strategy=strategy(kind), accelerator="cpu", devices=2)
+        res["lr_find_restored"] = full_params(learn.model) == before
+        # 4. One rank cancels: nobody hangs; both strategies end alike.
+        res["cancels"] = {}
+        for case in CANCELS:
+            learn, cancel = learner(), CancelOnRank1(*case)
+            learn.fit(1, strategy=strategy(kind), cbs=cancel, **opts)
+            res["cancels"]["/".join(map(str, case))] = {"weights": full_params(learn.model), "fired": cancel.fired}
+        out[kind] = res
+    # 5. Refusals at fit start.
+    try:
+        learner().fit(1, strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2), **opts)
+        out["tp_refused"] = ""
+    except ValueError as exc:
+        out["tp_refused"] = str(exc)
+    out["writes"] = [name for name in WRITES if ".pth" in name]
+    out["rank"] = dist.get_rank()
+    dump(out)
+
+
+if __name__ == "__main__":
+    run(main)
