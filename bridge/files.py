@@ -157,7 +157,7 @@ def _full_state(model: Any, opt: torch.optim.Optimizer | None) -> Any:
     model_state = get_model_state_dict(model, options=_full_options(cpu_offload=True))
     if opt is None:
         return model_state
-    full = get_optimizer_state_dict(model, opt, options=_full_options(cpu_offload=True))
+    full: Any = get_optimizer_state_dict(model, opt, options=_full_options(cpu_offload=True))
     index = {name: i for i, name in enumerate(_names(opt, model))}
     opt_state = {
         "state": {index[name]: value for name, value in full.get("state", {}).items()},

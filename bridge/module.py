@@ -196,10 +196,10 @@ class LearnerModule(pl.LightningModule):
         self._ops.sharded = is_model_parallel(strategy) and trainer is not None and trainer.world_size > 1
         if not is_model_parallel(strategy):
             return
-        assert strategy is not None
+        mesh = getattr(strategy, "device_mesh", None)
         model = self.learn.model
         before = dict(model.named_parameters())
-        if shard_model(model, strategy.device_mesh, getattr(self.learn, "shard_policy", None)):
+        if shard_model(model, mesh, getattr(self.learn, "shard_policy", None)):
             if self.learn.opt is not None:
                 remap_optimizer(self.learn.opt, before, model)
 
