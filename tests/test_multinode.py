@@ -34,9 +34,9 @@ def torchrun_command(node_rank: int, port: int) -> list[str]:
 @pytest.mark.ddp
 def test_two_torchrun_nodes(tmp_path: Path) -> None:
     port = _free_port()
+    env, pipe = script_env(), subprocess.PIPE
     procs = [
-        subprocess.Popen(torchrun_command(r, port), cwd=tmp_path, env=script_env(), stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(torchrun_command(r, port), cwd=tmp_path, env=env, stdout=pipe, stderr=pipe, text=True)
         for r in (0, 1)
     ]
     outs = [p.communicate(timeout=300) for p in procs]
@@ -59,7 +59,8 @@ def test_two_torchrun_nodes(tmp_path: Path) -> None:
     flat = torch.cat([v.flatten() for v in saved["model"].values()]).tolist()
     assert flat == results[0]["cancels"]["CancelEpochException"]["weights"]
     # get_preds: the whole validation set, gathered from both nodes, in dataset order.
-    valid_y = [int(y) for _, y in make_data(n=256, n_valid=64, bs=32).valid_ds]
+    valid = make_data(n=256, n_valid=64, bs=32).valid_ds
+    valid_y = [int(valid[i][1]) for i in range(64)]
     for r in results:
         assert r["targs"] == valid_y and len(r["preds"]) == 64
     assert results[0]["preds"] == results[1]["preds"]
