@@ -90,7 +90,13 @@ class _ModuleOps(BatchOps):
     def backward(self, target: Tensor) -> None:
         module = self.module
         # Accumulation-only batches (GradientAccumulation) skip DDP's gradient all-reduce.
-        if self.learn.skip_grad_sync and self.world > 1:
+        if self.learn.skip_grad_sync and self.sharded:  # FSDP2: keep unsharded grads, no reduce-scatter
+            _gradient_sync(self.learn.model, False)
+            try:
+                module.manual_backward(target)
+            finally:
+                _gradient_sync(self.learn.model, True)
+        elif self.learn.skip_grad_sync and self.world > 1:
             with module.trainer.strategy.block_backward_sync():  # type: ignore[attr-defined]
                 module.manual_backward(target)
         else:
@@ -292,6 +298,15 @@ class LearnerModule(pl.LightningModule):
         if ops.sharded and ops.out is None:  # cancelled on this rank only: FSDP's all-gathers still run
             with torch.no_grad():
                 ops.forward_anyway()
+
+
+def _gradient_sync(model: nn.Module, on: bool) -> None:
+    """FSDP2's ``set_requires_gradient_sync`` on every sharded module of ``model``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_requires_gradient_sync(on, recurse=False)
 
 
 def _tensors(out: Any) -> list[Tensor]:

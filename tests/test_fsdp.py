@@ -88,3 +88,17 @@ def test_fsdp_one_rank_cancels(fsdp_run: tuple[Path, list[dict[str, Any]]]) -> N
     epoch = results[0]["fsdp"]["cancels"]["CancelEpochException/after_step/train/0"]["weights"]
     batch = results[0]["fsdp"]["cancels"]["CancelBatchException/before_batch/valid/0"]["weights"]
     assert _max_diff(epoch, batch) > 1e-4
+
+
+@pytest.mark.ddp
+def test_fsdp_accumulation_and_resume(fsdp_run: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, results = fsdp_run
+    for r in results:
+        ddp, fsdp = r["ddp"], r["fsdp"]
+        assert _max_diff(ddp["accumulated"], fsdp["accumulated"]) < 1e-5
+        assert _max_diff(ddp["accumulated"], ddp["weights"]) > 1e-4  # accumulation changed the run
+        # Stopped after epoch 1, resumed: only epoch 2 runs, and the run ends as the straight one.
+        assert ddp["resumed_epochs"] == fsdp["resumed_epochs"] == [2]
+        assert ddp["ckpt_is_dir"] is False and fsdp["ckpt_is_dir"] is True  # Lightning's sharded checkpoint
+        assert _max_diff(fsdp["straight"], fsdp["resumed"]) < 1e-6
+        assert _max_diff(ddp["straight"], fsdp["resumed"]) < 1e-5

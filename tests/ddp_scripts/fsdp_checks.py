@@ -17,7 +17,7 @@ from torch import nn
 import bridge
 from bridge import SGD, Callback, Learner
 from bridge.sharding import fresh_strategy, is_sharded
-from callbacks import GradientClip, SaveModelCallback
+from callbacks import GradientAccumulation, GradientClip, SaveModelCallback
 from tests.ddp_scripts._common import dump, run
 from tests.helpers import make_data, make_learner
 
@@ -79,6 +79,27 @@ class CancelOnRank1(Callback):
         self._maybe("after_step")
 
 
+class StopAfter(Callback):
+    """Cancel the fit after epoch ``epoch`` (its checkpoint written): a killed run, cleanly."""
+
+    def __init__(self, epoch: int) -> None:
+        self.stop_epoch = epoch
+
+    def after_epoch(self) -> None:
+        if self.epoch == self.stop_epoch:
+            raise bridge.CancelFitException()
+
+
+class Epochs(Callback):
+    """The epochs a fit runs."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def before_epoch(self) -> None:
+        self.seen.append(self.epoch)
+
+
 CANCELS = [
     ("CancelBatchException", "before_batch", "train", 1),  # rank 1 never ran the forward
     ("CancelBatchException", "after_pred", "train", 1),  # rank 1 ran the forward, not the backward
@@ -87,8 +108,8 @@ CANCELS = [
 ]
 
 
-def learner(**kw: Any) -> Learner:
-    return make_learner(".", data=make_data(n=256, n_valid=64, bs=32), opt_func=SGD, lr=0.2, **kw)
+def learner(path: str = ".", **kw: Any) -> Learner:
+    return make_learner(path, data=make_data(n=256, n_valid=64, bs=32), opt_func=SGD, lr=0.2, **kw)
 
 
 def main(argv: list[str]) -> None:
@@ -131,6 +152,22 @@ def main(argv: list[str]) -> None:
             learn, cancel = learner(), CancelOnRank1(*case)
             learn.fit(1, strategy=strategy(kind), cbs=cancel, **opts)
             res["cancels"]["/".join(map(str, case))] = {"weights": full_params(learn.model), "fired": cancel.fired}
+        # 5. GradientAccumulation (no gradient sync on accumulation-only batches).
+        learn = learner()
+        learn.fit(2, strategy=strategy(kind), cbs=GradientAccumulation(n_acc=64), **opts)
+        res["accumulated"] = full_params(learn.model)
+        # 6. Stopped after epoch 1 of 3, then fit(3, resume=True) from the epoch checkpoint, vs a straight run.
+        ckpt = {**opts, "enable_checkpointing": True}
+        learn = learner(path=f"straight_{kind}")
+        learn.fit(3, strategy=strategy(kind), **ckpt)
+        res["straight"] = full_params(learn.model)
+        learn = learner(path=f"resumed_{kind}")
+        learn.fit(3, strategy=strategy(kind), cbs=StopAfter(epoch=1), **ckpt)
+        dist.barrier()
+        res["ckpt_is_dir"] = Path(f"resumed_{kind}/checkpoints/last.ckpt").is_dir()
+        learn, epochs = learner(path=f"resumed_{kind}"), Epochs()
+        learn.fit(3, strategy=strategy(kind), resume=True, cbs=epochs, **ckpt)
+        res["resumed"], res["resumed_epochs"] = full_params(learn.model), epochs.seen
         out[kind] = res
     # 5. Refusals at fit start.
     try:
