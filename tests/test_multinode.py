@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import SCRIPTS, make_data, script_env
+from tests.helpers import REPO, SCRIPTS, make_data, script_env
 
 
 def _free_port() -> int:
@@ -67,3 +67,17 @@ def test_two_torchrun_nodes(tmp_path: Path) -> None:
     # The epoch table, once: node 0 prints both fits' tables, node 1 none.
     headers = [out.count("epoch  train_loss  valid_loss") for out, _ in outs]
     assert headers == [2, 0]
+
+
+@pytest.mark.ddp
+def test_ddp_notebook_from_stdin(tmp_path: Path) -> None:
+    """``strategy="ddp_notebook"`` from code with no script file (a notebook cell): forked workers train the model."""
+    code = (REPO / "tests" / "scripts" / "notebook_fit.py").read_text()
+    proc = subprocess.run([sys.executable, "-"], input=code, cwd=tmp_path, env=script_env(), capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    assert result["changed"] > 1e-3  # the workers' weights came back to this process
+    valid = make_data(n=256, n_valid=64, bs=32).valid_ds
+    assert result["targs"] == [int(valid[i][1]) for i in range(64)] and result["n_preds"] == 64
+    assert proc.stdout.count("epoch  train_loss  valid_loss") == 1  # rank 0's table, once
