@@ -102,3 +102,11 @@ def test_fsdp_accumulation_and_resume(fsdp_run: tuple[Path, list[dict[str, Any]]
         assert ddp["ckpt_is_dir"] is False and fsdp["ckpt_is_dir"] is True  # Lightning's sharded checkpoint
         assert _max_diff(fsdp["straight"], fsdp["resumed"]) < 1e-6
         assert _max_diff(ddp["straight"], fsdp["resumed"]) < 1e-5
+
+
+@pytest.mark.ddp
+def test_fsdp_user_policy(fsdp_run: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, results = fsdp_run
+    for r in results:
+        assert r["policy"]["calls"] == ["Sequential"]  # applied at the first fit only
+        assert _max_diff(r["policy"]["weights"], r["policy"]["ddp_weights"]) < 1e-5

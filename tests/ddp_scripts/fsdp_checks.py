@@ -169,7 +169,26 @@ def main(argv: list[str]) -> None:
         learn.fit(3, strategy=strategy(kind), resume=True, cbs=epochs, **ckpt)
         res["resumed"], res["resumed_epochs"] = full_params(learn.model), epochs.seen
         out[kind] = res
-    # 5. Refusals at fit start.
+    # A policy of the user's: only the root sharded; called once for two fits (then already sharded).
+    calls: list[str] = []
+
+    def root_only(model: nn.Module, mesh: Any) -> None:
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        calls.append(type(model).__name__)
+        fully_shard(model, mesh=mesh)
+        assert not any(isinstance(m, FSDPModule) for m in model.children())
+
+    learn = learner()
+    learn.shard_policy = root_only  # type: ignore[attr-defined]  # until Learner(shard_policy=...) lands
+    learn.fit(1, strategy=strategy("fsdp"), **opts)
+    learn.fit(1, strategy=strategy("fsdp"), **opts)
+    out["policy"] = {"calls": calls, "weights": full_params(learn.model)}
+    learn = learner()
+    learn.fit(1, strategy="ddp", **opts)
+    learn.fit(1, strategy="ddp", **opts)
+    out["policy"]["ddp_weights"] = full_params(learn.model)
+    # Refusals at fit start.
     try:
         learner().fit(1, strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2), **opts)
         out["tp_refused"] = ""
