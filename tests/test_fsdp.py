@@ -72,6 +72,8 @@ def test_fsdp_preds_lr_find_refusal(fsdp_run: tuple[Path, list[dict[str, Any]]])
         assert max(abs(a - b) for a, b in zip(ddp["preds"], fsdp["preds"], strict=True)) < 1e-5
         assert ddp["lr_find_restored"] is True and fsdp["lr_find_restored"] is True
         assert "tensor parallelism (tensor_parallel_size=2) is not supported" in r["tp_refused"]
+        assert "does not support" in r["fp16_refused"] and "bf16-mixed" in r["fp16_refused"]  # Lightning's message
+        assert _max_diff(ddp["bf16"], fsdp["bf16"]) < 1e-5
 
 
 @pytest.mark.ddp

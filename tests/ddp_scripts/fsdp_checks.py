@@ -168,6 +168,10 @@ def main(argv: list[str]) -> None:
         learn, epochs = learner(path=f"resumed_{kind}"), Epochs()
         learn.fit(3, strategy=strategy(kind), resume=True, cbs=epochs, **ckpt)
         res["resumed"], res["resumed_epochs"] = full_params(learn.model), epochs.seen
+        # 7. bf16 mixed precision (autocast); fp16 with a GradScaler is refused by Lightning under FSDP2.
+        learn = learner()
+        learn.fit(1, strategy=strategy(kind), precision="bf16-mixed", **opts)
+        res["bf16"] = full_params(learn.model)
         out[kind] = res
     # A policy of the user's: only the root sharded; called once for two fits (then already sharded).
     calls: list[str] = []
@@ -189,6 +193,11 @@ def main(argv: list[str]) -> None:
     learn.fit(1, strategy="ddp", **opts)
     out["policy"]["ddp_weights"] = full_params(learn.model)
     # Refusals at fit start.
+    try:
+        learner().fit(1, strategy=strategy("fsdp"), precision="16-mixed", **opts)
+        out["fp16_refused"] = ""
+    except ValueError as exc:
+        out["fp16_refused"] = str(exc)
     try:
         learner().fit(1, strategy=ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2), **opts)
         out["tp_refused"] = ""
