@@ -21,9 +21,10 @@ from torch import Tensor, nn
 
 from . import hooks
 from .callback_state import CKPT_KEY, callback_states
-from .engine import BatchEngine, BatchOps
+from .engine import BatchEngine, BatchOps, split_batch
 from .levels import Levels
 from .loaders import ResumableDataLoader
+from .sharding import check_strategy, is_model_parallel, remap_optimizer, shard_model
 
 if TYPE_CHECKING:
     from .protocol import LearnerState
@@ -58,11 +59,30 @@ class _ModuleOps(BatchOps):
         self.world = 1
         self.scaler: Any = None
         self.last_scale = 0.0
+        #: Under FSDP every rank runs one forward (and backward) per batch: its collectives must match.
+        self.sharded = False
+        self.batch: Any = None
+        self.out: Any = None  # this batch's forward output, None until the forward ran
+
+    def start_batch(self, batch: Any) -> None:
+        self.batch, self.out = batch, None
+
+    def predict(self) -> Any:
+        self.out = super().predict()
+        return self.out
+
+    def forward_anyway(self) -> Any:
+        """Under FSDP, the forward a rank whose batch was cancelled before it still owes the others."""
+        if self.out is None:
+            xb, _ = split_batch(self.batch, self.learn.n_inp)
+            self.out = self.learn.model(*xb)
+        return self.out
 
     def fit_start(self, trainer: pl.Trainer) -> None:
         lopts = self.module.optimizers()
         self.lopt = lopts[0] if isinstance(lopts, list) else lopts
         self.world = trainer.world_size
+        self.sharded = is_model_parallel(trainer.strategy) and self.world > 1
         plugin = trainer.precision_plugin
         self.scaler = getattr(plugin, "scaler", None) if isinstance(plugin, MixedPrecision) else None
         self.last_scale = self.scaler.get_scale() if self.scaler is not None else 0.0
@@ -70,13 +90,24 @@ class _ModuleOps(BatchOps):
     def backward(self, target: Tensor) -> None:
         module = self.module
         # Accumulation-only batches (GradientAccumulation) skip DDP's gradient all-reduce.
-        if self.learn.skip_grad_sync and self.world > 1:
+        if self.learn.skip_grad_sync and self.sharded:  # FSDP2: keep unsharded grads, no reduce-scatter
+            _gradient_sync(self.learn.model, False)
+            try:
+                module.manual_backward(target)
+            finally:
+                _gradient_sync(self.learn.model, True)
+        elif self.learn.skip_grad_sync and self.world > 1:
             with module.trainer.strategy.block_backward_sync():  # type: ignore[attr-defined]
                 module.manual_backward(target)
         else:
             module.manual_backward(target)
 
     def zero_backward(self) -> None:
+        if self.sharded:  # through the forward's graph, so FSDP's reduce-scatter runs as on the other ranks
+            outs = [t for t in _tensors(self.forward_anyway()) if t.requires_grad]
+            if outs:
+                self.backward(torch.stack([t.float().sum() for t in outs]).sum() * 0.0)
+            return
         params = [p for p in self.learn.model.parameters() if p.requires_grad]
         if params:
             self.backward(torch.stack([p.sum() for p in params]).sum() * 0.0)
@@ -159,6 +190,25 @@ class LearnerModule(pl.LightningModule):
         return self.learn.model(*xb)
 
     # -- set-up -------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy``: shard the model with ``learn.shard_policy`` (see :mod:`bridge.sharding`).
+
+        Runs in every Trainer's set-up; a model already sharded is left as it is. An optimizer
+        built before is pointed at the sharded parameters.
+        """
+        trainer = self._trainer
+        strategy = trainer.strategy if trainer is not None else None
+        check_strategy(strategy)
+        self._ops.sharded = is_model_parallel(strategy) and trainer is not None and trainer.world_size > 1
+        if not is_model_parallel(strategy):
+            return
+        mesh = getattr(strategy, "device_mesh", None)
+        model = self.learn.model
+        before = dict(model.named_parameters())
+        if shard_model(model, mesh, getattr(self.learn, "shard_policy", None)):
+            if self.learn.opt is not None:
+                remap_optimizer(self.learn.opt, before, model)
+
     def configure_optimizers(self) -> Any:
         if self.learn.opt is None:
             self.learn.create_opt()
@@ -240,13 +290,39 @@ class LearnerModule(pl.LightningModule):
 
     # -- batches: the engine's ----------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        self._ops.start_batch(batch)
         return self.engine.train_batch(batch, batch_idx, self._ops)
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         self.engine.before_step(self._ops)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self.engine.valid_batch(batch, batch_idx, self._ops)
+        ops = self._ops
+        ops.start_batch(batch)
+        self.engine.valid_batch(batch, batch_idx, ops)
+        if ops.sharded and ops.out is None:  # cancelled on this rank only: FSDP's all-gathers still run
+            with torch.no_grad():
+                ops.forward_anyway()
+
+
+def _gradient_sync(model: nn.Module, on: bool) -> None:
+    """FSDP2's ``set_requires_gradient_sync`` on every sharded module of ``model``."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.set_requires_gradient_sync(on, recurse=False)
+
+
+def _tensors(out: Any) -> list[Tensor]:
+    """The tensors in a model's output (a tensor, or lists / tuples / dicts of them)."""
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
 
 
 def _rng_state() -> dict[str, Any]:

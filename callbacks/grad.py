@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from torch import nn
+from torch import Tensor, nn
 
 from bridge.callback import Callback
 from bridge.exceptions import CancelBatchException
@@ -16,7 +16,10 @@ class GradientClip(Callback):
 
     ``torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, norm_type)``. The bridge
     fires ``before_step`` after the GradScaler's ``unscale_``, so mixed precision clips the
-    true gradients; under DDP they are already averaged, so every rank clips alike.
+    true gradients; under DDP they are already averaged, so every rank clips alike. Under FSDP2
+    (sharded DTensor gradients) the norm is the global one, over every rank's shard, as
+    ``torch.nn.utils.get_total_norm`` + ``full_tensor()``. ``total_norm`` keeps the last norm
+    (before clipping), a tensor.
 
     Example:
         >>> GradientClip(max_norm=0.5).max_norm
@@ -32,9 +35,18 @@ class GradientClip(Callback):
             raise ValueError(f"GradientClip: `norm_type` must be a number > 0 (or math.inf), got {norm_type!r}")
         self.max_norm = float(max_norm)
         self.norm_type = float(norm_type)
+        self.total_norm: Tensor | None = None
 
     def before_step(self) -> None:
-        nn.utils.clip_grad_norm_(self.learn.model.parameters(), self.max_norm, self.norm_type)
+        params = [p for p in self.learn.model.parameters() if p.grad is not None]
+        if not params:
+            return
+        norm = nn.utils.get_total_norm([p.grad for p in params], self.norm_type)
+        full = getattr(norm, "full_tensor", None)  # a DTensor norm (sharded grads) holds this rank's part
+        if full is not None:
+            norm = full()
+        self.total_norm = norm
+        nn.utils.clip_grads_with_norm_(params, self.max_norm, norm)
 
 
 class GradientAccumulation(Callback):

@@ -1,0 +1,174 @@
+"""Sharded training (FSDP2): the Learner's sharding policy, strategy checks and fresh strategy instances.
+
+A Learner trained with ``strategy=ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1)``
+has its model sharded by ``torch.distributed.fsdp.fully_shard`` in the module's ``configure_model``
+hook. The default policy (:func:`default_policy`) shards each direct child that holds parameters,
+then the root; ``learn.shard_policy`` (a function ``policy(model, mesh)``) replaces it.
+
+Example:
+    >>> import torch
+    >>> is_sharded(torch.nn.Linear(2, 1))
+    False
+    >>> fresh_strategy("ddp")
+    'ddp'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "ShardPolicy",
+    "check_strategy",
+    "default_policy",
+    "fresh_strategy",
+    "is_model_parallel",
+    "is_sharded",
+    "remap_optimizer",
+    "shard_model",
+]
+
+#: A sharding policy: applies ``fully_shard`` to ``model`` (in place) over the data-parallel ``mesh``.
+ShardPolicy = Callable[[nn.Module, Any], None]
+
+
+def is_model_parallel(strategy: object) -> bool:
+    """True for Lightning's ``ModelParallelStrategy`` (FSDP2 / tensor parallel), the one that calls ``configure_model``.
+
+    Example:
+        >>> from lightning.pytorch.strategies import ModelParallelStrategy
+        >>> is_model_parallel(ModelParallelStrategy()), is_model_parallel("ddp")
+        (True, False)
+    """
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    return isinstance(strategy, ModelParallelStrategy)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True if ``model`` (or a submodule) was sharded by ``fully_shard`` (its parameters are DTensors).
+
+    Example:
+        >>> is_sharded(torch.nn.Linear(2, 1))
+        False
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())
+
+
+def check_strategy(strategy: object) -> None:
+    """Refuse, at fit start, the strategies a Learner cannot run correctly.
+
+    DeepSpeed owns the optimizer step and the backward (the Learner's batch does both itself);
+    tensor parallelism splits parameters and activations along dimensions that the Learner's
+    callbacks (``GradientClip``'s norm aside), ``get_preds`` and ``save`` read whole.
+
+    Example:
+        >>> from lightning.pytorch.strategies import ModelParallelStrategy
+        >>> check_strategy(ModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=2))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Learner: tensor parallelism (tensor_parallel_size=2) is not supported: ...
+        >>> check_strategy(ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
+    """
+    names = {cls.__name__ for cls in type(strategy).__mro__}
+    if "DeepSpeedStrategy" in names:
+        raise ValueError(
+            "Learner: DeepSpeed is not supported: it owns backward and the optimizer step, which the Learner's "
+            "fastai batch runs itself (cancels, GradientClip, GradientAccumulation); use "
+            "strategy=ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1) for sharded training"
+        )
+    if is_model_parallel(strategy):
+        tp = getattr(strategy, "_tensor_parallel_size", 1)
+        if tp not in (1, "auto") or (tp == "auto" and getattr(strategy, "num_processes", 1) > 1):
+            raise ValueError(
+                f"Learner: tensor parallelism (tensor_parallel_size={tp!r}) is not supported: the Learner's "
+                "callbacks, save and get_preds read full parameters and outputs; use "
+                "ModelParallelStrategy(data_parallel_size=<number of processes>, tensor_parallel_size=1) (FSDP2)"
+            )
+
+
+def fresh_strategy(strategy: Any) -> Any:
+    """A new, unused copy of a ``ModelParallelStrategy`` (Lightning refuses an instance a Trainer used); else as is.
+
+    Each fit / validate / get_preds / lr_find of a Learner builds its own Trainer; the user's
+    instance is never handed to one, so its settings (``"auto"`` included) stay as given.
+
+    Example:
+        >>> from lightning.pytorch.strategies import ModelParallelStrategy
+        >>> s = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
+        >>> t = fresh_strategy(s)
+        >>> t is s, type(t).__name__, t._data_parallel_size
+        (False, 'ModelParallelStrategy', 2)
+    """
+    if not is_model_parallel(strategy):
+        return strategy
+    return type(strategy)(
+        data_parallel_size=strategy._data_parallel_size,
+        tensor_parallel_size=strategy._tensor_parallel_size,
+        save_distributed_checkpoint=strategy._save_distributed_checkpoint,
+        process_group_backend=strategy._process_group_backend,
+        timeout=strategy._timeout,
+    )
+
+
+def default_policy(model: nn.Module, mesh: Any) -> None:
+    """``fully_shard`` each direct child of ``model`` that holds parameters, then ``model`` itself.
+
+    Each child is gathered only for its own forward and backward; the root holds what is left
+    (parameters of its own, if any) and drives the schedule.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+        >>> [name for name, child in model.named_children() if next(child.parameters(), None) is not None]
+        ['0', '2']
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    for child in model.children():
+        if next(child.parameters(), None) is not None:
+            fully_shard(child, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+
+
+def shard_model(model: nn.Module, mesh: Any, policy: ShardPolicy | None = None) -> bool:
+    """Apply ``policy`` (default: :func:`default_policy`) unless ``model`` is already sharded; True if it sharded.
+
+    ``mesh`` is the strategy's device mesh; the data-parallel sub-mesh is what the policy gets.
+
+    Example:
+        >>> shard_model(torch.nn.Linear(2, 1), None, policy=lambda model, mesh: None)
+        True
+    """
+    if is_sharded(model):
+        return False
+    if policy is not None and not callable(policy):
+        raise TypeError(f"Learner: `shard_policy` must be a function policy(model, mesh), got {policy!r}")
+    dp_mesh = mesh["data_parallel"] if mesh is not None and "data_parallel" in (mesh.mesh_dim_names or ()) else mesh
+    (policy or default_policy)(model, dp_mesh)
+    return True
+
+
+def remap_optimizer(opt: torch.optim.Optimizer, before: dict[str, nn.Parameter], model: nn.Module) -> None:
+    """Point ``opt``'s groups at ``model``'s parameters after sharding replaced them (matched by name).
+
+    ``fully_shard`` registers new (DTensor) parameters; an optimizer built before would step the
+    old ones. Hyper-parameters and groups are kept; per-parameter state (momentum) is dropped,
+    since it had the old, unsharded shape.
+
+    Example:
+        >>> m = torch.nn.Linear(2, 1); opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        >>> before = dict(m.named_parameters()); m.weight = torch.nn.Parameter(m.weight.detach().clone())
+        >>> remap_optimizer(opt, before, m); opt.param_groups[0]["params"][0] is m.weight
+        True
+    """
+    by_id = {id(p): name for name, p in before.items()}
+    after = dict(model.named_parameters())
+    for group in opt.param_groups:
+        group["params"] = [after[by_id[id(p)]] if id(p) in by_id else p for p in group["params"]]
+    opt.state.clear()
