@@ -104,6 +104,7 @@ class Learner(CallbackHost):
         moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
         default_cbs: bool = True,
         opt: torch.optim.Optimizer | None = None,
+        shard_policy: Callable[[nn.Module, Any], None] | None = None,
         **trainer_options: Any,
     ) -> None:
         if isinstance(data, nn.Module) and isinstance(model, torch.optim.Optimizer):
@@ -162,6 +163,8 @@ class Learner(CallbackHost):
         self.wd_bn_bias = wd_bn_bias
         self.moms = moms
         self.trainer_options = dict(trainer_options)
+        #: Under ModelParallelStrategy: ``shard_policy(model, mesh)`` shards the model (bridge.sharding's default).
+        self.shard_policy = shard_policy
         if metrics is None:
             metrics = []
         elif not isinstance(metrics, (list, tuple)):

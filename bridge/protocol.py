@@ -118,6 +118,7 @@ class LearnerState(LoopState, Protocol):
     opt_func: Any
     trainer_options: dict[str, Any]
     module: Any
+    shard_policy: Any
     _pl_cbs: list[Any]  # the Lightning callbacks given in ``cbs`` (they go to the Trainer)
 
     def fit(

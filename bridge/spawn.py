@@ -55,7 +55,7 @@ def ship_state_back(trainer: pl.Trainer, learn: Any) -> None:
         True
     """
     launcher = getattr(trainer.strategy, "launcher", None)
-    if launcher is None or not hasattr(launcher, "get_extra_results") or launcher.is_interactive_compatible:
+    if launcher is None or not hasattr(launcher, "get_extra_results"):
         return
     for name in ("get_extra_results", "update_main_process_results"):
         setattr(launcher, name, _Extra(launcher, learn, name))

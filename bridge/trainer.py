@@ -26,6 +26,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from .checkpoint_io import AtomicCheckpointIO
 from .checks import check_path
+from .sharding import fresh_strategy
 
 __all__ = [
     "cached_entry_points",
@@ -144,6 +145,8 @@ def make_trainer(
     }
     opts.update(options)
     opts.update(overrides)
+    # Lightning refuses a strategy instance an earlier Trainer used: each Trainer gets its own copy.
+    opts["strategy"] = fresh_strategy(opts.get("strategy", "auto"))
     if "logger" not in opts or opts["logger"] is True:
         opts["logger"] = TensorBoardLogger(save_dir=str(path), name="lightning_logs", default_hp_metric=False)
     callbacks = opts.pop("callbacks", None) or []

@@ -80,4 +80,5 @@ def test_ddp_notebook_from_stdin(tmp_path: Path) -> None:
     assert result["changed"] > 1e-3  # the workers' weights came back to this process
     valid = make_data(n=256, n_valid=64, bs=32).valid_ds
     assert result["targs"] == [int(valid[i][1]) for i in range(64)] and result["n_preds"] == 64
+    assert result["values"] == 2  # the Recorder's history comes back from the forked workers too
     assert proc.stdout.count("epoch  train_loss  valid_loss") == 1  # rank 0's table, once

@@ -21,11 +21,12 @@ def main(argv: list[str]) -> None:
     learn = make_learner(".", data=data, metrics=[accuracy, MulticlassAccuracy(num_classes=2, average="micro")])
     learn.fit(1, accelerator="cpu", devices=2, strategy="ddp")
     weights = {k: v.tolist() for k, v in learn.model.state_dict().items()}
+    record = named_cb(learn, "recorder", Recorder).values[-1]  # the fit's epoch (validate starts a new history)
     learn.trainer_options.update(accelerator="cpu", devices=2, strategy="ddp")
     vals = learn.validate()
     preds, targs = learn.get_preds()
     dump({"rank": dist.get_rank(), "weights": weights, "validate": vals,
-          "record": named_cb(learn, "recorder", Recorder).values[-1],
+          "record": record,
           "preds": preds.tolist(), "targs": targs.tolist()})  # fmt: skip
 
 

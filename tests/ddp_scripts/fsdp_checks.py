@@ -184,7 +184,7 @@ def main(argv: list[str]) -> None:
         assert not any(isinstance(m, FSDPModule) for m in model.children())
 
     learn = learner()
-    learn.shard_policy = root_only  # type: ignore[attr-defined]  # until Learner(shard_policy=...) lands
+    learn.shard_policy = root_only
     learn.fit(1, strategy=strategy("fsdp"), **opts)
     learn.fit(1, strategy=strategy("fsdp"), **opts)
     out["policy"] = {"calls": calls, "weights": full_params(learn.model)}

@@ -18,9 +18,10 @@ def main() -> None:
     before = torch.cat([p.detach().flatten() for p in learn.model.parameters()])
     learn.fit(2, accelerator="cpu", devices=2, strategy="ddp_notebook")
     after = torch.cat([p.detach().flatten() for p in learn.model.parameters()])
+    n_values = len(learn.recorder.values)  # shipped back from the forked workers
     preds, targs = learn.get_preds()
     print("RESULT", json.dumps({"changed": float((after - before).abs().max()), "targs": targs.tolist(),
-                                "n_preds": len(preds)}))  # fmt: skip
+                                "n_preds": len(preds), "values": n_values}))  # fmt: skip
 
 
 if __name__ == "__main__":  # stdin runs as __main__; pytest's doctest collection only imports it
