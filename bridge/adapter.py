@@ -28,35 +28,27 @@ Example: :class:`LightningAdapter` counts the batches of a plain ``LightningModu
 from __future__ import annotations
 
 import functools
+import inspect
+import os
 import types
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from torch import Tensor
 
 from . import hooks
+from .adapter_host import AdapterHost, QuietRecorder
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
-from .host import CallbackHost
 from .levels import Levels
-from .recorder import Recorder
 from .train_eval import TrainEvalCallback
 
 __all__ = ["LightningAdapter"]
 
 SplitFn = Callable[[Any], tuple[tuple[Any, ...], tuple[Any, ...]]]
 JoinFn = Callable[[tuple[Any, ...], tuple[Any, ...], Any], Any]
-
-
-class _Host(CallbackHost):
-    """Loop state for callbacks running on a foreign module."""
-
-    def __init__(self, loss_func: Callable[..., Tensor] | None, n_inp: int) -> None:
-        super().__init__()
-        self.loss_func = loss_func
-        self._n_inp = n_inp
-        self._no_logging = True  # the user's module owns its logging
 
 
 class _AdapterOps(BatchOps):
@@ -90,6 +82,8 @@ class _AdapterOps(BatchOps):
 
     def begin(self, patched: _Patched, batch: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._call, self.output = (patched, batch, args, kwargs), None
+        learn = self.learn
+        learn.loss = learn.loss_grad = None  # a step that returns no loss leaves none (not the last batch's)
 
     def predict(self) -> Any:
         assert self._call is not None
@@ -97,7 +91,7 @@ class _AdapterOps(BatchOps):
         engine = self.adapter.engine
         self.pred_pending = True
         try:
-            self.output = patched.original(self.join(batch), *args, **kwargs)
+            self.output = patched.call(self.join(batch), *args, **kwargs)
         finally:
             fired, self.pred_pending = not self.pred_pending, False
         if not fired and self.learn.cb_handler.subscribers("after_pred"):
@@ -126,12 +120,27 @@ class _Patched:
     """How the adapter calls a patched module method: the method's name and the class's original.
 
     Built once per fit and method (not per call): ``original`` is the class's function
-    bound to the module.
+    bound to the module; ``call`` passes it only the positional arguments it declares
+    (Lightning allows ``training_step(self, batch)``: it inspects the signature, and sees
+    the adapter's ``*args`` instead).
     """
 
     def __init__(self, module: pl.LightningModule, name: str) -> None:
         self.module, self.name = module, name
         self.original: Callable[..., Any] = types.MethodType(getattr(type(module), name), module)
+        self.n_args: int | None = None  # None: any number
+        try:
+            params = list(inspect.signature(self.original).parameters.values())
+        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+            return
+        if not any(p.kind is p.VAR_POSITIONAL for p in params):
+            kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            self.n_args = sum(p.kind in kinds for p in params)
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        if self.n_args is not None and len(args) > self.n_args:
+            args = args[: self.n_args]
+        return self.original(*args, **kwargs)
 
 
 def _dispatch(module: pl.LightningModule, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -177,7 +186,10 @@ class LightningAdapter(pl.Callback):
         n_inp: leading batch elements that are inputs (the rest are targets).
         split: ``split(batch) -> (xb, yb)`` for other batch layouts (e.g. dicts).
         join: ``join(xb, yb, batch) -> batch``, the inverse of ``split``.
-        recorder: add a :class:`~callbacks.Recorder` (history, epoch table) as a Learner does.
+        recorder: add a :class:`~bridge.Recorder` (history, values) as a Learner does; under the
+            adapter it prints no epoch table.
+        path: the folder of ``learn.save`` / ``learn.load`` (``path/models/<name>.pth``, e.g. for
+            ``SaveModelCallback``); by default the Trainer's ``default_root_dir``.
 
     The callbacks see ``self.learn``: the adapter's loop state, where ``model`` is the
     LightningModule, ``opt`` its optimizer and ``trainer`` the Trainer.
@@ -214,6 +226,7 @@ class LightningAdapter(pl.Callback):
         split: SplitFn | None = None,
         join: JoinFn | None = None,
         recorder: bool = True,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
         if loss_func is not None and not callable(loss_func):
             raise TypeError(f"LightningAdapter: `loss_func` must be callable or None, got {type(loss_func).__name__}")
@@ -221,14 +234,16 @@ class LightningAdapter(pl.Callback):
             raise ValueError(f"LightningAdapter: `n_inp` must be an int >= 1, got {n_inp!r}")
         if (split is None) != (join is None):
             raise ValueError("LightningAdapter: give both `split` and `join`, or neither")
-        self.learn = _Host(loss_func, n_inp)
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"LightningAdapter: `path` must be a folder (str or os.PathLike) or None, got {path!r}")
+        self.learn = AdapterHost(loss_func, n_inp, None if path is None else Path(path))
         self.levels = Levels(self.learn)
         self.levels.on_cancelled = self._cancelled
         self.engine = BatchEngine(self.learn, self.levels)
         self._ops = _AdapterOps(self, split, join)
         defaults: list[Any] = [TrainEvalCallback()]
         if recorder:
-            defaults.append(Recorder())
+            defaults.append(QuietRecorder())
         self.learn.add_cbs(defaults)
         self.learn.add_cbs(cbs)
         self._module: pl.LightningModule | None = None
@@ -253,6 +268,8 @@ class LightningAdapter(pl.Callback):
         learn = self.learn
         learn.trainer, learn.module, learn.model = trainer, pl_module, pl_module
         learn.dls = getattr(trainer, "datamodule", None)
+        if learn._given_path is None:
+            learn.path = Path(trainer.default_root_dir)
         pl_module.__dict__[_ADAPTER_ATTR] = self
         self._calls = {
             name: functools.partial(getattr(self, "_" + name), _Patched(pl_module, name)) for name in _PATCHES
@@ -276,7 +293,7 @@ class LightningAdapter(pl.Callback):
             self.learn.trainer.should_stop = True
 
     def _on_train_batch_start(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
-        result = patched.original(*args, **kwargs)
+        result = patched.call(*args, **kwargs)
         # -1 (from the module's hook only) skips the rest of the epoch and its validation.
         return -1 if not self.levels.is_open("epoch") else result
 
@@ -315,11 +332,13 @@ class LightningAdapter(pl.Callback):
     def _validation_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
         levels, learn, ops = self.levels, self.learn, self._ops
         if not levels.innermost("validate"):
-            return patched.original(batch, *args, **kwargs)
+            return patched.call(batch, *args, **kwargs)
         learn.iter = args[0] if args and isinstance(args[0], int) else learn.iter
         ops.split(batch)
         ops.begin(patched, batch, args, kwargs)
         levels.guard(lambda: self.engine.forward(ops, "batch"), local="batch")
+        if learn.loss is not None:
+            learn.valid_loss_seen = True
         return ops.output
 
     # -- Lightning hooks ---------------------------------------------------------------------------
@@ -335,6 +354,7 @@ class LightningAdapter(pl.Callback):
         self.teardown(trainer, pl_module, "fit")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.learn.valid_loss_seen = False
         hooks.on_train_epoch_start(self.levels, trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
