@@ -94,7 +94,7 @@ class _AdapterOps(BatchOps):
             self.output = patched.call(self.join(batch), *args, **kwargs)
         finally:
             fired, self.pred_pending = not self.pred_pending, False
-        if not fired and self.learn.cb_handler.subscribers("after_pred"):
+        if not fired and self.output is not None and self.learn.cb_handler.subscribers("after_pred"):
             raise RuntimeError(
                 f"LightningAdapter: {type(patched.module).__name__}.{patched.name} never called the module "
                 "(`self(x)`), so after_pred cannot fire; call self(x) instead of a submodule in the step"
