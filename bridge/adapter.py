@@ -11,10 +11,9 @@ afterwards), so the two-way events work on an unchanged ``LightningModule``:
   With ``loss_func`` given, the adapter computes the loss as ``loss_func(pred, *yb)`` (the
   step still runs, for its logging); without it, the loss is what the step returned.
 
-The remaining events come from Lightning's hooks: ``after_backward`` from
-``on_after_backward`` (scaled gradients under fp16), ``before_step`` from
-``on_before_optimizer_step`` (unscaled), ``after_step`` / ``after_batch`` from
-``on_train_batch_end``.
+The remaining events come from Lightning's hooks: ``after_backward`` from ``on_after_backward``
+(scaled gradients under fp16), ``before_step`` from ``on_before_optimizer_step`` (unscaled),
+``after_step`` / ``after_batch`` from ``on_train_batch_end``. Manual optimization: :mod:`bridge.adapter_manual`.
 
 Limits (Lightning's automatic optimization owns backward, step and zero_grad): a cancel
 of the batch or of backward before backward skips backward *and* the step (the step
@@ -40,6 +39,7 @@ from torch import Tensor
 
 from . import hooks
 from .adapter_host import AdapterHost, QuietRecorder
+from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .levels import Levels
@@ -167,6 +167,10 @@ def _on_train_batch_start(self: pl.LightningModule, *args: Any, **kwargs: Any) -
     return _dispatch(self, "on_train_batch_start", *args, **kwargs)
 
 
+def _manual_backward(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
+    return _dispatch(self, MANUAL_PATCH, *args, **kwargs)
+
+
 _PATCHES = {
     "training_step": _training_step,
     "validation_step": _validation_step,
@@ -241,6 +245,8 @@ class LightningAdapter(pl.Callback):
         self.levels.on_cancelled = self._cancelled
         self.engine = BatchEngine(self.learn, self.levels)
         self._ops = _AdapterOps(self, split, join)
+        self._manual = ManualSteps(self.learn, self.levels, self.engine, self._ops)
+        self._is_manual = False
         defaults: list[Any] = [TrainEvalCallback()]
         if recorder:
             defaults.append(QuietRecorder())
@@ -278,12 +284,19 @@ class LightningAdapter(pl.Callback):
             if name == "validation_step" and type(pl_module).validation_step is pl.LightningModule.validation_step:
                 continue  # no validation_step: patching one in would make Lightning run validation
             setattr(pl_module, name, types.MethodType(fn, pl_module))
+        self._is_manual = not pl_module.automatic_optimization
+        if self._is_manual:  # see bridge.adapter_manual
+            check_manual(trainer, learn.loss_func)
+            patched = _Patched(pl_module, MANUAL_PATCH)
+            self._calls[MANUAL_PATCH] = functools.partial(self._manual.manual_backward, patched)
+            setattr(pl_module, MANUAL_PATCH, types.MethodType(_manual_backward, pl_module))
         self._module = pl_module
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for name, fn in _PATCHES.items():
+        for name, fn in [*_PATCHES.items(), (MANUAL_PATCH, _manual_backward)]:
             if getattr(pl_module.__dict__.get(name), "__func__", None) is fn:
                 delattr(pl_module, name)
+        self._manual.unwrap()
         pl_module.__dict__.pop(_ADAPTER_ATTR, None)
         self._calls = {}
         self._module = None
@@ -310,6 +323,8 @@ class LightningAdapter(pl.Callback):
             )
 
     def _training_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._is_manual:
+            return self._manual.training_step(patched, batch, *args, **kwargs)
         levels, learn, ops = self.levels, self.learn, self._ops
         if not levels.innermost("train"):
             self._skip()
@@ -344,6 +359,8 @@ class LightningAdapter(pl.Callback):
     # -- Lightning hooks ---------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.learn.opt = trainer.optimizers[0] if trainer.optimizers else None
+        if self._is_manual:
+            self._manual.wrap(trainer)
         hooks.on_fit_start(self.levels, trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

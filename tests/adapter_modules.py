@@ -154,6 +154,85 @@ class NaNValidation(LoggedMetrics):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
+class ManualOne(pl.LightningModule):
+    """Manual optimization, one optimizer (Lightning's docs shape); ``clip`` clips as Lightning's docs show."""
+
+    def __init__(self, clip: float | None = None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.net = make_model()
+        self.clip = clip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        opt = self.optimizers()
+        x, y = batch
+        loss = F.cross_entropy(self(x), y)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        if self.clip is not None:
+            self.clip_gradients(opt, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+        opt.step()
+        self.log("train_loss", loss, prog_bar=True)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_loss", F.cross_entropy(self(x), y))
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+class TinyGAN(pl.LightningModule):
+    """Lightning's GAN tutorial shape: two optimizers, toggle/untoggle, manual_backward and step for each."""
+
+    def __init__(self, latent: int = 4, n: int = 8, clip: float | None = None) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        torch.manual_seed(0)
+        self.generator = nn.Sequential(nn.Linear(latent, 16), nn.ReLU(), nn.Linear(16, n))
+        self.discriminator = nn.Sequential(nn.Linear(n, 16), nn.ReLU(), nn.Linear(16, 1))
+        self.latent, self.clip = latent, clip
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def _backward_and_step(self, opt: Any, loss: torch.Tensor) -> None:
+        self.manual_backward(loss)
+        if self.clip is not None:
+            self.clip_gradients(opt, gradient_clip_val=self.clip, gradient_clip_algorithm="norm")
+        opt.step()
+        opt.zero_grad()
+
+    def training_step(self, batch: Any) -> None:
+        imgs, _ = batch
+        opt_g, opt_d = self.optimizers()
+        z = torch.randn(imgs.shape[0], self.latent).type_as(imgs)
+        valid = torch.ones(imgs.size(0), 1).type_as(imgs)
+        fake = torch.zeros(imgs.size(0), 1).type_as(imgs)
+
+        self.toggle_optimizer(opt_g)
+        g_loss = F.binary_cross_entropy_with_logits(self.discriminator(self(z)), valid)
+        self.log("g_loss", g_loss, prog_bar=True)
+        self._backward_and_step(opt_g, g_loss)
+        self.untoggle_optimizer(opt_g)
+
+        self.toggle_optimizer(opt_d)
+        real_loss = F.binary_cross_entropy_with_logits(self.discriminator(imgs), valid)
+        fake_loss = F.binary_cross_entropy_with_logits(self.discriminator(self(z).detach()), fake)
+        d_loss = (real_loss + fake_loss) / 2
+        self.log("d_loss", d_loss, prog_bar=True)
+        self._backward_and_step(opt_d, d_loss)
+        self.untoggle_optimizer(opt_d)
+
+    def configure_optimizers(self) -> Any:
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+        opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
+        return [opt_g, opt_d]
+
+
 def flat(module: nn.Module) -> torch.Tensor:
     """All parameters, flattened into one tensor (for bit-identical comparisons)."""
     return torch.cat([p.detach().flatten() for p in module.parameters()])

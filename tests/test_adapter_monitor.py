@@ -13,7 +13,7 @@ import torch
 
 from bridge import LightningAdapter
 from callbacks import EarlyStoppingCallback, SaveModelCallback
-from tests.adapter_modules import BatchOnly, DictSteps, LoggedMetrics, NaNValidation, flat
+from tests.adapter_modules import BatchOnly, DictSteps, LoggedMetrics, ManualOne, NaNValidation, flat
 from tests.helpers import make_data
 
 
@@ -60,7 +60,12 @@ def fastai_rule(values: list[float], less: bool, min_delta: float, patience: int
 
 @pytest.mark.parametrize(
     ("make", "monitor", "min_delta", "patience"),
-    [(LoggedMetrics, "val/acc", 0.0, 1), (LoggedMetrics, "val_loss", 0.02, 2), (DictSteps, "val_loss", 0.02, 2)],
+    [
+        (LoggedMetrics, "val/acc", 0.0, 1),
+        (LoggedMetrics, "val_loss", 0.02, 2),
+        (DictSteps, "val_loss", 0.02, 2),
+        (ManualOne, "val_loss", 0.1, 2),
+    ],
 )
 def test_early_stopping_on_a_logged_key_stops_where_fastais_rule_says(
     tmp_path: Path, make: type[pl.LightningModule], monitor: str, min_delta: float, patience: int
@@ -104,7 +109,7 @@ def test_a_nan_is_reported_and_the_stop_is_printed(tmp_path: Path, capsys: pytes
     assert "No improvement since epoch 0: early stopping" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("make", [LoggedMetrics, DictSteps, BatchOnly])
+@pytest.mark.parametrize("make", [LoggedMetrics, DictSteps, BatchOnly, ManualOne])
 def test_save_model_writes_the_modules_weights_once_per_improvement_and_reloads_the_best(
     tmp_path: Path, make: type[pl.LightningModule], capsys: pytest.CaptureFixture[str]
 ) -> None:
