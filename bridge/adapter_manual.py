@@ -55,7 +55,7 @@ def check_manual(trainer: pl.Trainer | None, loss_func: Any) -> None:
         >>> try:
         ...     check_manual(None, loss_func=print)
         ... except ValueError as exc:
-        ...     print(str(exc)[:70])
+        ...     print(str(exc)[:69])
         LightningAdapter: `loss_func` cannot be used with manual optimization
     """
     if loss_func is not None:
