@@ -15,11 +15,11 @@ The remaining events come from Lightning's hooks: ``after_backward`` from ``on_a
 (scaled gradients under fp16), ``before_step`` from ``on_before_optimizer_step`` (unscaled),
 ``after_step`` / ``after_batch`` from ``on_train_batch_end``. Manual optimization: :mod:`bridge.adapter_manual`.
 
-Limits (Lightning's automatic optimization owns backward, step and zero_grad): a cancel
-of the batch or of backward before backward skips backward *and* the step (the step
-returns ``None``, which Lightning does not allow under DDP); a cancel at ``before_step``
-skips the step by clearing the gradients; gradients cannot be kept across batches
-(``CancelBatchException`` after backward does not skip ``zero_grad``).
+Limits (Lightning's automatic optimization owns backward, step and zero_grad): a cancel of the
+batch or of backward before backward skips backward *and* the step (the step returns ``None``,
+which Lightning does not allow under DDP); a cancel at ``before_step`` skips the step by clearing
+the gradients; gradients cannot be kept across batches (``CancelBatchException`` after backward
+does not skip ``zero_grad``).
 
 Example: :class:`LightningAdapter` counts the batches of a plain ``LightningModule``'s fit.
 """
@@ -27,7 +27,6 @@ Example: :class:`LightningAdapter` counts the batches of a plain ``LightningModu
 from __future__ import annotations
 
 import functools
-import inspect
 import os
 import types
 from collections.abc import Callable, Iterable
@@ -38,8 +37,9 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from . import hooks
-from .adapter_host import AdapterHost, QuietRecorder
+from .adapter_host import AdapterHost, QuietRecorder, check_pred
 from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
+from .adapter_patch import Patched
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .levels import Levels
@@ -60,7 +60,7 @@ class _AdapterOps(BatchOps):
         self.split_fn, self.join_fn = split, join
         self.pred_pending = False  # the next forward call of the module fires after_pred
         self.output: Any = None
-        self._call: tuple[_Patched, Any, tuple[Any, ...], dict[str, Any]] | None = None
+        self._call: tuple[Patched, Any, tuple[Any, ...], dict[str, Any]] | None = None
 
     def split(self, batch: Any) -> None:
         learn = self.learn
@@ -80,7 +80,7 @@ class _AdapterOps(BatchOps):
             return [*learn.xb, *learn.yb]
         return learn.xb[0]
 
-    def begin(self, patched: _Patched, batch: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def begin(self, patched: Patched, batch: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._call, self.output = (patched, batch, args, kwargs), None
         learn = self.learn
         learn.loss = learn.loss_grad = None  # a step that returns no loss leaves none (not the last batch's)
@@ -114,33 +114,6 @@ class _AdapterOps(BatchOps):
             return super().loss()
         loss = output.get("loss") if isinstance(output, dict) else output
         return loss if isinstance(loss, Tensor) else None
-
-
-class _Patched:
-    """How the adapter calls a patched module method: the method's name and the class's original.
-
-    Built once per fit and method (not per call): ``original`` is the class's function
-    bound to the module; ``call`` passes it only the positional arguments it declares
-    (Lightning allows ``training_step(self, batch)``: it inspects the signature, and sees
-    the adapter's ``*args`` instead).
-    """
-
-    def __init__(self, module: pl.LightningModule, name: str) -> None:
-        self.module, self.name = module, name
-        self.original: Callable[..., Any] = types.MethodType(getattr(type(module), name), module)
-        self.n_args: int | None = None  # None: any number
-        try:
-            params = list(inspect.signature(self.original).parameters.values())
-        except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-            return
-        if not any(p.kind is p.VAR_POSITIONAL for p in params):
-            kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-            self.n_args = sum(p.kind in kinds for p in params)
-
-    def call(self, *args: Any, **kwargs: Any) -> Any:
-        if self.n_args is not None and len(args) > self.n_args:
-            args = args[: self.n_args]
-        return self.original(*args, **kwargs)
 
 
 def _dispatch(module: pl.LightningModule, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -276,9 +249,10 @@ class LightningAdapter(pl.Callback):
         learn.dls = getattr(trainer, "datamodule", None)
         if learn._given_path is None:
             learn.path = Path(trainer.default_root_dir)
+        check_pred(learn, pl_module)
         pl_module.__dict__[_ADAPTER_ATTR] = self
         self._calls = {
-            name: functools.partial(getattr(self, "_" + name), _Patched(pl_module, name)) for name in _PATCHES
+            name: functools.partial(getattr(self, "_" + name), Patched(pl_module, name)) for name in _PATCHES
         }
         for name, fn in _PATCHES.items():
             if name == "validation_step" and type(pl_module).validation_step is pl.LightningModule.validation_step:
@@ -287,7 +261,7 @@ class LightningAdapter(pl.Callback):
         self._is_manual = not pl_module.automatic_optimization
         if self._is_manual:  # see bridge.adapter_manual
             check_manual(trainer, learn.loss_func)
-            patched = _Patched(pl_module, MANUAL_PATCH)
+            patched = Patched(pl_module, MANUAL_PATCH)
             self._calls[MANUAL_PATCH] = functools.partial(self._manual.manual_backward, patched)
             setattr(pl_module, MANUAL_PATCH, types.MethodType(_manual_backward, pl_module))
         self._module = pl_module
@@ -305,12 +279,12 @@ class LightningAdapter(pl.Callback):
         if level == "fit" and self.learn.trainer is not None:
             self.learn.trainer.should_stop = True
 
-    def _on_train_batch_start(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
+    def _on_train_batch_start(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
         result = patched.call(*args, **kwargs)
         # -1 (from the module's hook only) skips the rest of the epoch and its validation.
         return -1 if not self.levels.is_open("epoch") else result
 
-    def _forward(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
+    def _forward(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
         return self._ops.forward_called(patched.original(*args, **kwargs))
 
     def _skip(self) -> None:
@@ -322,7 +296,7 @@ class LightningAdapter(pl.Callback):
                 "boundaries you control, or train with bridge.Learner (manual optimization) instead"
             )
 
-    def _training_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+    def _training_step(self, patched: Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
         if self._is_manual:
             return self._manual.training_step(patched, batch, *args, **kwargs)
         levels, learn, ops = self.levels, self.learn, self._ops
@@ -344,7 +318,7 @@ class LightningAdapter(pl.Callback):
             return {**ops.output, "loss": target}
         return target
 
-    def _validation_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+    def _validation_step(self, patched: Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
         levels, learn, ops = self.levels, self.learn, self._ops
         if not levels.innermost("validate"):
             return patched.call(batch, *args, **kwargs)

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 from torch import Tensor
 
 from .distributed import is_global_zero
 from .host import CallbackHost
 from .recorder import Recorder
 
-__all__ = ["VALID_LOSS_KEYS", "AdapterHost", "QuietRecorder"]
+__all__ = ["VALID_LOSS_KEYS", "AdapterHost", "QuietRecorder", "check_pred"]
 
 #: Logged keys that stand for ``valid_loss`` when the module's ``validation_step`` returns no loss, first match.
 VALID_LOSS_KEYS = ("valid_loss", "val_loss", "val/loss", "valid/loss", "validation_loss", "validation/loss")
@@ -91,3 +92,28 @@ class QuietRecorder(Recorder):
 
     def _print_row(self, row: list[Any]) -> None:
         return None
+
+
+def check_pred(learn: CallbackHost, module: pl.LightningModule) -> None:
+    """At setup: ``after_pred`` cannot be honoured on a module with no ``forward`` (no step can call ``self(x)``).
+
+    Example:
+        >>> from bridge import Callback
+        >>> class WantsPred(Callback):
+        ...     def after_pred(self) -> None: ...
+        >>> host = AdapterHost(None, 1, None); _ = host.add_cb(WantsPred())
+        >>> try:
+        ...     check_pred(host, pl.LightningModule())
+        ... except TypeError as exc:
+        ...     print(str(exc)[:58])
+        LightningAdapter: WantsPred.after_pred cannot be honoured:
+    """
+    if type(module).forward is not pl.LightningModule.forward:
+        return
+    names = [type(cb).__name__ for cb in learn.cb_handler.subscribers("after_pred")]
+    if names:
+        raise TypeError(
+            f"LightningAdapter: {', '.join(n + '.after_pred' for n in names)} cannot be honoured: "
+            f"{type(module).__name__} defines no forward, so its steps never call self(x); define forward and "
+            "call self(x) in the step, or drop the callback"
+        )

@@ -13,6 +13,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from tests.helpers import make_model
@@ -231,6 +232,33 @@ class TinyGAN(pl.LightningModule):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=2e-3, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=2e-3, betas=(0.5, 0.999))
         return [opt_g, opt_d]
+
+
+class NoForward(pl.LightningModule):
+    """A module without ``forward``: its step calls the network directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_model()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+class WorldSizeData(pl.LightningDataModule):
+    """A datamodule that sizes its batches from ``self.trainer.world_size`` (a global batch of 32)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        self.x, self.y = x, y
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        assert self.trainer is not None
+        return DataLoader(TensorDataset(self.x, self.y), batch_size=32 // self.trainer.world_size)
 
 
 def flat(module: nn.Module) -> torch.Tensor:

@@ -28,7 +28,16 @@ from bridge import (
 )
 from bridge.events import EVENT_NAMES
 from callbacks import GradientClip, MixUp
-from tests.adapter_modules import BatchOnly, DictSteps, LoggedMetrics, SkipsBatches, TwoValLoaders, flat
+from tests.adapter_modules import (
+    BatchOnly,
+    DictSteps,
+    LoggedMetrics,
+    NoForward,
+    SkipsBatches,
+    TwoValLoaders,
+    WorldSizeData,
+    flat,
+)
 from tests.helpers import make_data
 
 
@@ -260,3 +269,34 @@ def test_a_cancelled_epoch_skips_the_validation_a_plateau_scheduler_needs(tmp_pa
     trace = Trace(CancelEpochException, "before_batch", _first_epoch_train_batch(1))
     with pytest.raises(Exception, match=r"ReduceLROnPlateau conditioned on metric val_loss which is not available"):
         fit_shape(tmp_path, LoggedMetrics(), [trace])
+
+
+def test_after_pred_on_a_module_without_forward_fails_at_setup_naming_callback_and_event(tmp_path: Path) -> None:
+    class WantsPred(Callback):
+        def after_pred(self) -> None: ...
+
+    trace = Trace()
+    with pytest.raises(
+        TypeError, match=r"WantsPred.after_pred, Trace.after_pred cannot be honoured: NoForward defines no"
+    ):
+        fit_shape(tmp_path, NoForward(), [WantsPred(), trace])
+    assert trace.events == []  # refused before anything ran
+
+
+def test_a_datamodule_reading_the_trainers_world_size(tmp_path: Path) -> None:
+    class Count(Callback):
+        def before_fit(self) -> None:
+            self.sizes: list[int] = []
+
+        def after_batch(self) -> None:
+            self.sizes.append(len(self.learn.xb[0]))
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 8, generator=g)
+    data, count = WorldSizeData(x, (x[:, 0] > 0).long()), Count()
+    trainer = pl.Trainer(max_epochs=1, callbacks=[LightningAdapter([count])], enable_checkpointing=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, enable_progress_bar=False,
+                         logger=False)  # fmt: skip
+    trainer.fit(BatchOnly(), datamodule=data)
+    assert count.sizes == [32, 32, 32]  # 32 // world_size 1
+    assert count.learn.dls is data
