@@ -30,7 +30,12 @@ VALID_LOSS_KEYS = ("valid_loss", "val_loss", "val/loss", "valid/loss", "validati
 
 
 class AdapterHost(CallbackHost):
-    """Loop state for callbacks running on a foreign module."""
+    """Loop state for callbacks running on a foreign module (``path``, ``save`` / ``load``, ``print``).
+
+    Example:
+        >>> AdapterHost(None, 1, Path("runs")).path.as_posix()
+        'runs'
+    """
 
     def __init__(self, loss_func: Callable[..., Tensor] | None, n_inp: int, path: Path | None) -> None:
         super().__init__()
@@ -84,7 +89,12 @@ class AdapterHost(CallbackHost):
 
 
 class QuietRecorder(Recorder):
-    """The Recorder, minus its epoch table: under the adapter the module's progress bar and loggers show values."""
+    """The Recorder, minus its epoch table: under the adapter the module's progress bar and loggers show values.
+
+    Example:
+        >>> QuietRecorder().name
+        'recorder'
+    """
 
     @property
     def name(self) -> str:

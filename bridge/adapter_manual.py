@@ -75,6 +75,14 @@ class ManualSteps:
     """The batch of a manual-optimization module, on the one batch engine.
 
     ``ops`` is the adapter's batch ops (``split``, ``join``, ``begin``, ``pred_pending``).
+
+    Example:
+        >>> from bridge.engine import BatchEngine
+        >>> from bridge.host import CallbackHost
+        >>> from bridge.levels import Levels
+        >>> host = CallbackHost(); levels = Levels(host)
+        >>> ManualSteps(host, levels, BatchEngine(host, levels), ops=None).in_step
+        False
     """
 
     def __init__(self, learn: LoopState, levels: Levels, engine: BatchEngine, ops: Any) -> None:

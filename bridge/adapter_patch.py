@@ -1,13 +1,4 @@
-"""``Patched``: how :class:`~bridge.LightningAdapter` calls the module method it wraps for a fit.
-
-Example:
-    >>> import lightning.pytorch as pl
-    >>> class M(pl.LightningModule):
-    ...     def training_step(self, batch):
-    ...         return batch
-    >>> Patched(M(), "training_step").call("batch", 0)  # the step declares no batch_idx: not passed
-    'batch'
-"""
+"""``Patched``: how :class:`~bridge.LightningAdapter` calls the module method it wraps for a fit."""
 
 from __future__ import annotations
 
@@ -28,6 +19,14 @@ class Patched:
     bound to the module; ``call`` passes it only the positional arguments it declares
     (Lightning allows ``training_step(self, batch)``: it inspects the signature, and sees
     the adapter's ``*args`` instead).
+
+    Example:
+        >>> import lightning.pytorch as pl
+        >>> class M(pl.LightningModule):
+        ...     def training_step(self, batch):
+        ...         return batch
+        >>> Patched(M(), "training_step").call("batch", 0)  # the step declares no batch_idx: not passed
+        'batch'
     """
 
     def __init__(self, module: pl.LightningModule, name: str) -> None:
