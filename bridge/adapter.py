@@ -11,16 +11,15 @@ afterwards), so the two-way events work on an unchanged ``LightningModule``:
   With ``loss_func`` given, the adapter computes the loss as ``loss_func(pred, *yb)`` (the
   step still runs, for its logging); without it, the loss is what the step returned.
 
-The remaining events come from Lightning's hooks: ``after_backward`` from
-``on_after_backward`` (scaled gradients under fp16), ``before_step`` from
-``on_before_optimizer_step`` (unscaled), ``after_step`` / ``after_batch`` from
-``on_train_batch_end``.
+The remaining events come from Lightning's hooks: ``after_backward`` from ``on_after_backward``
+(scaled gradients under fp16), ``before_step`` from ``on_before_optimizer_step`` (unscaled),
+``after_step`` / ``after_batch`` from ``on_train_batch_end``. Manual optimization: :mod:`bridge.adapter_manual`.
 
-Limits (Lightning's automatic optimization owns backward, step and zero_grad): a cancel
-of the batch or of backward before backward skips backward *and* the step (the step
-returns ``None``, which Lightning does not allow under DDP); a cancel at ``before_step``
-skips the step by clearing the gradients; gradients cannot be kept across batches
-(``CancelBatchException`` after backward does not skip ``zero_grad``).
+Limits (Lightning's automatic optimization owns backward, step and zero_grad): a cancel of the
+batch or of backward before backward skips backward *and* the step (the step returns ``None``,
+which Lightning does not allow under DDP); a cancel at ``before_step`` skips the step by clearing
+the gradients; gradients cannot be kept across batches (``CancelBatchException`` after backward
+does not skip ``zero_grad``).
 
 Example: :class:`LightningAdapter` counts the batches of a plain ``LightningModule``'s fit.
 """
@@ -28,35 +27,28 @@ Example: :class:`LightningAdapter` counts the batches of a plain ``LightningModu
 from __future__ import annotations
 
 import functools
+import os
 import types
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from torch import Tensor
 
 from . import hooks
+from .adapter_host import AdapterHost, QuietRecorder, check_pred
+from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
+from .adapter_patch import Patched
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
-from .host import CallbackHost
 from .levels import Levels
-from .recorder import Recorder
 from .train_eval import TrainEvalCallback
 
 __all__ = ["LightningAdapter"]
 
 SplitFn = Callable[[Any], tuple[tuple[Any, ...], tuple[Any, ...]]]
 JoinFn = Callable[[tuple[Any, ...], tuple[Any, ...], Any], Any]
-
-
-class _Host(CallbackHost):
-    """Loop state for callbacks running on a foreign module."""
-
-    def __init__(self, loss_func: Callable[..., Tensor] | None, n_inp: int) -> None:
-        super().__init__()
-        self.loss_func = loss_func
-        self._n_inp = n_inp
-        self._no_logging = True  # the user's module owns its logging
 
 
 class _AdapterOps(BatchOps):
@@ -68,7 +60,7 @@ class _AdapterOps(BatchOps):
         self.split_fn, self.join_fn = split, join
         self.pred_pending = False  # the next forward call of the module fires after_pred
         self.output: Any = None
-        self._call: tuple[_Patched, Any, tuple[Any, ...], dict[str, Any]] | None = None
+        self._call: tuple[Patched, Any, tuple[Any, ...], dict[str, Any]] | None = None
 
     def split(self, batch: Any) -> None:
         learn = self.learn
@@ -88,8 +80,10 @@ class _AdapterOps(BatchOps):
             return [*learn.xb, *learn.yb]
         return learn.xb[0]
 
-    def begin(self, patched: _Patched, batch: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def begin(self, patched: Patched, batch: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._call, self.output = (patched, batch, args, kwargs), None
+        learn = self.learn
+        learn.loss = learn.loss_grad = None  # a step that returns no loss leaves none (not the last batch's)
 
     def predict(self) -> Any:
         assert self._call is not None
@@ -97,10 +91,10 @@ class _AdapterOps(BatchOps):
         engine = self.adapter.engine
         self.pred_pending = True
         try:
-            self.output = patched.original(self.join(batch), *args, **kwargs)
+            self.output = patched.call(self.join(batch), *args, **kwargs)
         finally:
             fired, self.pred_pending = not self.pred_pending, False
-        if not fired and self.learn.cb_handler.subscribers("after_pred"):
+        if not fired and self.output is not None and self.learn.cb_handler.subscribers("after_pred"):
             raise RuntimeError(
                 f"LightningAdapter: {type(patched.module).__name__}.{patched.name} never called the module "
                 "(`self(x)`), so after_pred cannot fire; call self(x) instead of a submodule in the step"
@@ -120,18 +114,6 @@ class _AdapterOps(BatchOps):
             return super().loss()
         loss = output.get("loss") if isinstance(output, dict) else output
         return loss if isinstance(loss, Tensor) else None
-
-
-class _Patched:
-    """How the adapter calls a patched module method: the method's name and the class's original.
-
-    Built once per fit and method (not per call): ``original`` is the class's function
-    bound to the module.
-    """
-
-    def __init__(self, module: pl.LightningModule, name: str) -> None:
-        self.module, self.name = module, name
-        self.original: Callable[..., Any] = types.MethodType(getattr(type(module), name), module)
 
 
 def _dispatch(module: pl.LightningModule, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -158,6 +140,10 @@ def _on_train_batch_start(self: pl.LightningModule, *args: Any, **kwargs: Any) -
     return _dispatch(self, "on_train_batch_start", *args, **kwargs)
 
 
+def _manual_backward(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
+    return _dispatch(self, MANUAL_PATCH, *args, **kwargs)
+
+
 _PATCHES = {
     "training_step": _training_step,
     "validation_step": _validation_step,
@@ -177,7 +163,10 @@ class LightningAdapter(pl.Callback):
         n_inp: leading batch elements that are inputs (the rest are targets).
         split: ``split(batch) -> (xb, yb)`` for other batch layouts (e.g. dicts).
         join: ``join(xb, yb, batch) -> batch``, the inverse of ``split``.
-        recorder: add a :class:`~callbacks.Recorder` (history, epoch table) as a Learner does.
+        recorder: add a :class:`~bridge.Recorder` (history, values) as a Learner does; under the
+            adapter it prints no epoch table.
+        path: the folder of ``learn.save`` / ``learn.load`` (``path/models/<name>.pth``, e.g. for
+            ``SaveModelCallback``); by default the Trainer's ``default_root_dir``.
 
     The callbacks see ``self.learn``: the adapter's loop state, where ``model`` is the
     LightningModule, ``opt`` its optimizer and ``trainer`` the Trainer.
@@ -214,6 +203,7 @@ class LightningAdapter(pl.Callback):
         split: SplitFn | None = None,
         join: JoinFn | None = None,
         recorder: bool = True,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
         if loss_func is not None and not callable(loss_func):
             raise TypeError(f"LightningAdapter: `loss_func` must be callable or None, got {type(loss_func).__name__}")
@@ -221,14 +211,18 @@ class LightningAdapter(pl.Callback):
             raise ValueError(f"LightningAdapter: `n_inp` must be an int >= 1, got {n_inp!r}")
         if (split is None) != (join is None):
             raise ValueError("LightningAdapter: give both `split` and `join`, or neither")
-        self.learn = _Host(loss_func, n_inp)
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"LightningAdapter: `path` must be a folder (str or os.PathLike) or None, got {path!r}")
+        self.learn = AdapterHost(loss_func, n_inp, None if path is None else Path(path))
         self.levels = Levels(self.learn)
         self.levels.on_cancelled = self._cancelled
         self.engine = BatchEngine(self.learn, self.levels)
         self._ops = _AdapterOps(self, split, join)
+        self._manual = ManualSteps(self.learn, self.levels, self.engine, self._ops)
+        self._is_manual = False
         defaults: list[Any] = [TrainEvalCallback()]
         if recorder:
-            defaults.append(Recorder())
+            defaults.append(QuietRecorder())
         self.learn.add_cbs(defaults)
         self.learn.add_cbs(cbs)
         self._module: pl.LightningModule | None = None
@@ -253,20 +247,30 @@ class LightningAdapter(pl.Callback):
         learn = self.learn
         learn.trainer, learn.module, learn.model = trainer, pl_module, pl_module
         learn.dls = getattr(trainer, "datamodule", None)
+        if learn._given_path is None:
+            learn.path = Path(trainer.default_root_dir)
+        check_pred(learn, pl_module)
         pl_module.__dict__[_ADAPTER_ATTR] = self
         self._calls = {
-            name: functools.partial(getattr(self, "_" + name), _Patched(pl_module, name)) for name in _PATCHES
+            name: functools.partial(getattr(self, "_" + name), Patched(pl_module, name)) for name in _PATCHES
         }
         for name, fn in _PATCHES.items():
             if name == "validation_step" and type(pl_module).validation_step is pl.LightningModule.validation_step:
                 continue  # no validation_step: patching one in would make Lightning run validation
             setattr(pl_module, name, types.MethodType(fn, pl_module))
+        self._is_manual = not pl_module.automatic_optimization
+        if self._is_manual:  # see bridge.adapter_manual
+            check_manual(trainer, learn.loss_func)
+            patched = Patched(pl_module, MANUAL_PATCH)
+            self._calls[MANUAL_PATCH] = functools.partial(self._manual.manual_backward, patched)
+            setattr(pl_module, MANUAL_PATCH, types.MethodType(_manual_backward, pl_module))
         self._module = pl_module
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for name, fn in _PATCHES.items():
+        for name, fn in [*_PATCHES.items(), (MANUAL_PATCH, _manual_backward)]:
             if getattr(pl_module.__dict__.get(name), "__func__", None) is fn:
                 delattr(pl_module, name)
+        self._manual.unwrap()
         pl_module.__dict__.pop(_ADAPTER_ATTR, None)
         self._calls = {}
         self._module = None
@@ -275,12 +279,12 @@ class LightningAdapter(pl.Callback):
         if level == "fit" and self.learn.trainer is not None:
             self.learn.trainer.should_stop = True
 
-    def _on_train_batch_start(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
-        result = patched.original(*args, **kwargs)
+    def _on_train_batch_start(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
+        result = patched.call(*args, **kwargs)
         # -1 (from the module's hook only) skips the rest of the epoch and its validation.
         return -1 if not self.levels.is_open("epoch") else result
 
-    def _forward(self, patched: _Patched, *args: Any, **kwargs: Any) -> Any:
+    def _forward(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
         return self._ops.forward_called(patched.original(*args, **kwargs))
 
     def _skip(self) -> None:
@@ -292,7 +296,9 @@ class LightningAdapter(pl.Callback):
                 "boundaries you control, or train with bridge.Learner (manual optimization) instead"
             )
 
-    def _training_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+    def _training_step(self, patched: Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._is_manual:
+            return self._manual.training_step(patched, batch, *args, **kwargs)
         levels, learn, ops = self.levels, self.learn, self._ops
         if not levels.innermost("train"):
             self._skip()
@@ -312,19 +318,23 @@ class LightningAdapter(pl.Callback):
             return {**ops.output, "loss": target}
         return target
 
-    def _validation_step(self, patched: _Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
+    def _validation_step(self, patched: Patched, batch: Any, *args: Any, **kwargs: Any) -> Any:
         levels, learn, ops = self.levels, self.learn, self._ops
         if not levels.innermost("validate"):
-            return patched.original(batch, *args, **kwargs)
+            return patched.call(batch, *args, **kwargs)
         learn.iter = args[0] if args and isinstance(args[0], int) else learn.iter
         ops.split(batch)
         ops.begin(patched, batch, args, kwargs)
         levels.guard(lambda: self.engine.forward(ops, "batch"), local="batch")
+        if learn.loss is not None:
+            learn.valid_loss_seen = True
         return ops.output
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.learn.opt = trainer.optimizers[0] if trainer.optimizers else None
+        if self._is_manual:
+            self._manual.wrap(trainer)
         hooks.on_fit_start(self.levels, trainer)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -335,6 +345,7 @@ class LightningAdapter(pl.Callback):
         self.teardown(trainer, pl_module, "fit")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.learn.valid_loss_seen = False
         hooks.on_train_epoch_start(self.levels, trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

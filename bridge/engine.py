@@ -264,3 +264,25 @@ class BatchEngine:
         learn.iter = batch_idx
         ops.split(batch)
         levels.guard(lambda: self.forward(ops, "batch"), local="batch")
+
+    # -- manual optimization: the module runs its own backward and optimizer steps ------------------
+    def open_batch(self) -> None:
+        """Open the batch (``before_batch``) of a step that calls ``manual_backward`` and steps itself."""
+        self.levels.open_level("batch")
+        self._pred_fired = False
+
+    def manual_loss(self, loss: Tensor | None, backward: bool) -> None:
+        """``loss`` becomes the batch's loss, ``after_loss`` fires; ``backward`` opens the backward of that loss.
+
+        Called at each ``manual_backward(loss)`` of the step (``backward=True``), or once at its end
+        when it ran none; backward then uses :meth:`backward_target` (what callbacks left in
+        ``loss_grad``), as in :meth:`forward`.
+        """
+        learn = self.learn
+        self.has_loss = loss is not None
+        if loss is not None:
+            learn.loss_grad = loss
+            learn.loss = loss.clone()
+        learn.cb_handler("after_loss")
+        if backward and loss is not None:
+            self.levels.open_level("backward")

@@ -9,6 +9,14 @@ arguments, defaults and decisions. On top of fastai:
   every rank makes the same decision even with a metric whose sync is switched off.
 - **Files**: ``SaveModelCallback`` writes through ``learn.save`` (global rank 0, temp file +
   rename); at the end of fit every rank waits for rank 0 and loads the same file.
+- **LightningAdapter**: on a user's module ``monitor`` names any epoch value the module logs
+  (``trainer.callback_metrics``: ``"val_loss"``, ``"val/acc"``, ...) or the Recorder's
+  ``train_loss`` / ``valid_loss``; ``valid_loss`` is the module's logged validation loss when its
+  ``validation_step`` returns none (the first of ``val_loss``, ``val/loss``, ... logged, see
+  ``bridge.adapter_host.VALID_LOSS_KEYS``). The name is checked at the first epoch end, when the
+  module has logged: a missing one fails with the names that exist.
+- **NaN**: a NaN value is never an improvement (as fastai); it is reported with a warning,
+  never passed over in silence.
 - **Restarts**: each tracker's ``best`` / ``wait`` go into Lightning checkpoints
   (``state_dict`` / ``load_state_dict``), so ``learn.fit(n, ckpt_path=...)`` continues as if
   never stopped.
@@ -17,10 +25,8 @@ arguments, defaults and decisions. On top of fastai:
 from __future__ import annotations
 
 import math
-import operator
 import os
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,56 +36,23 @@ from bridge.distributed import barrier, broadcast_object, world_size
 from bridge.exceptions import CancelFitException
 from bridge.optim import set_hyper
 
+from .tracker_args import (
+    Comp,
+    _check_fname,
+    _check_min_delta,
+    _check_monitor,
+    _check_patience,
+    _infer_less,
+    _is_number,
+)
+
 __all__ = ["EarlyStoppingCallback", "ReduceLROnPlateau", "SaveModelCallback", "TrackerCallback"]
 
-Comp = Callable[[Any, Any], Any]
 
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-
-def _check_monitor(where: str, monitor: object) -> str:
-    if not isinstance(monitor, str) or not monitor:
-        raise TypeError(f"{where}: `monitor` must be a non-empty metric name (str), got {monitor!r}")
-    return monitor
-
-
-def _check_min_delta(where: str, min_delta: object) -> float:
-    if not _is_number(min_delta) or not math.isfinite(float(min_delta)) or float(min_delta) < 0:  # type: ignore[arg-type]
-        raise ValueError(f"{where}: `min_delta` must be a finite number >= 0, got {min_delta!r}")
-    return float(min_delta)  # type: ignore[arg-type]
-
-
-def _check_patience(where: str, patience: object) -> int:
-    if isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 0:
-        raise ValueError(f"{where}: `patience` must be an int >= 0 (epochs without improvement), got {patience!r}")
-    return int(patience)
-
-
-def _infer_less(where: str, comp: Comp) -> bool:
-    """Whether ``comp`` means "smaller is better" (``np.less``, ``operator.lt``, ...)."""
-    if comp in (np.less, np.less_equal, operator.lt, operator.le):
-        return True
-    if comp in (np.greater, np.greater_equal, operator.gt, operator.ge):
-        return False
-    try:
-        # A custom comparison is probed once, as the tracker will call it: comp(value, best).
-        return bool(comp(0.0, 1.0))
-    except Exception as exc:
-        raise TypeError(
-            f"{where}: `comp` must compare two floats, as comp(value, best) -> bool (e.g. np.less or "
-            f"np.greater), got {comp!r}; comp(0.0, 1.0) raised {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def _check_fname(where: str, fname: object) -> str:
-    name = str(fname) if isinstance(fname, (str, os.PathLike)) else ""
-    if not name or name.endswith(("/", os.sep)) or os.path.basename(name) in ("", ".", "..") or "\x00" in name:
-        raise TypeError(
-            f"{where}: `fname` must be a non-empty file name (str, no NUL character, not a folder), got {fname!r}"
-        )
-    return name
+def _logged_values(learn: Any) -> dict[str, float] | None:
+    """The host's monitorable epoch values (LightningAdapter: what the module logged); None for a Learner."""
+    values = getattr(learn, "monitor_values", None)
+    return values() if callable(values) else None
 
 
 class TrackerCallback(Callback):
@@ -140,6 +113,8 @@ class TrackerCallback(Callback):
             return
         if self.reset_on_fit or self.best is None:
             self.best = self._init_best()
+        if _logged_values(learn) is not None:
+            return  # the module logs its values during the fit: the name is checked at each epoch end
         names = self._monitorable()
         if self.monitor not in names:
             raise ValueError(
@@ -157,7 +132,22 @@ class TrackerCallback(Callback):
         return names
 
     def _value(self) -> float:
-        val = float(self.learn.recorder.values[-1][self.idx])  # type: ignore[attr-defined]
+        logged = _logged_values(self.learn)
+        if logged is not None:
+            if self.monitor not in logged:
+                raise ValueError(
+                    f"{type(self).__name__}: `monitor`={self.monitor!r} was not logged this epoch; "
+                    f"available: {', '.join(sorted(logged)) or 'none (the module logs nothing)'}"
+                )
+            val = logged[self.monitor]
+        else:
+            val = float(self.learn.recorder.values[-1][self.idx])  # type: ignore[attr-defined]
+        if math.isnan(val):
+            warnings.warn(
+                f"{type(self).__name__}: `monitor`={self.monitor!r} is NaN at epoch {self.learn.epoch}; "
+                "a NaN is never an improvement",
+                stacklevel=2,
+            )
         if world_size() > 1:
             # Values are rank-reduced already; rank 0's copy makes the decision identical on
             # every rank even for a metric whose cross-rank sync is off.
