@@ -42,6 +42,7 @@ from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
 from .adapter_patch import Patched
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
+from .hypers import fastai_api
 from .levels import Levels
 from .train_eval import TrainEvalCallback
 
@@ -332,7 +333,7 @@ class LightningAdapter(pl.Callback):
 
     # -- Lightning hooks ---------------------------------------------------------------------------
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.learn.opt = trainer.optimizers[0] if trainer.optimizers else None
+        self.learn.opt = fastai_api(trainer.optimizers[0]) if trainer.optimizers else None
         if self._is_manual:
             self._manual.wrap(trainer)
         hooks.on_fit_start(self.levels, trainer)

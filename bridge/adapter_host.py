@@ -67,9 +67,9 @@ class AdapterHost(CallbackHost):
         """
         values: dict[str, float] = {}
         recorder = getattr(self, "recorder", None)
-        if recorder is not None and recorder.values:
+        if recorder is not None and recorder.full_values:
             names = [n for n in recorder.metric_names[1:] if n != "time"]
-            values.update(zip(names, (float(v) for v in recorder.values[-1]), strict=False))
+            values.update(zip(names, (float(v) for v in recorder.full_values[-1]), strict=False))
         if not self.valid_loss_seen:
             values.pop("valid_loss", None)
         logged: dict[str, float] = {}

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from .hypers import fastai_api
+
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
@@ -160,7 +162,7 @@ class ManualSteps:
     def _step(self, lopt: Any, original: Any, closure: Any = None, **kwargs: Any) -> Any:
         if not self.in_step:
             return original(closure, **kwargs)
-        self.learn.opt = lopt.optimizer
+        self.learn.opt = fastai_api(lopt.optimizer)
         # before_step fires from on_before_optimizer_step, inside the step (gradients final)
         result = original(closure, **kwargs)
         self.levels.guard(lambda: self.levels.close_level("step"))

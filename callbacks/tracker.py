@@ -141,7 +141,8 @@ class TrackerCallback(Callback):
                 )
             val = logged[self.monitor]
         else:
-            val = float(self.learn.recorder.values[-1][self.idx])  # type: ignore[attr-defined]
+            # full_values: every column (nan for a cancelled phase); values is fastai's, which drops them.
+            val = float(self.learn.recorder.full_values[-1][self.idx])  # type: ignore[attr-defined]
         if math.isnan(val):
             warnings.warn(
                 f"{type(self).__name__}: `monitor`={self.monitor!r} is NaN at epoch {self.learn.epoch}; "
