@@ -106,3 +106,9 @@ class _Wrapped:
         return f"{type(self.wrapped).__name__}({self.dialect})"
 
     dialect = ""
+
+    def _bind(self, table: dict[str, str]) -> None:
+        """For each dialect method the callback defines, the v2 event ``table`` names calls ``self._make(...)``."""
+        cb = self.wrapped
+        for method in _defined(cb, table):
+            setattr(self, table[method], self._make(getattr(cb, method), method))  # type: ignore[attr-defined]

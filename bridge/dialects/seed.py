@@ -148,8 +148,7 @@ class SeedCallback(_Wrapped):
     def __init__(self, cb: Any, learn: Any) -> None:
         super().__init__(cb, learn)
         self.flags: SeedFlags = learn._seed_flags()
-        for method in _defined(cb, SEED_EVENTS):
-            setattr(self, SEED_EVENTS[method], self._make(getattr(cb, method), method))
+        self._bind(SEED_EVENTS)
         if callable(inspect.getattr_static(cb, "do_stop", None)):
             self.after_batch = self._stop_pass(cb.do_stop)
             self.after_validate = self._stop_fit(cb.do_stop)

@@ -180,8 +180,7 @@ class V1Callback(_Wrapped):
     def __init__(self, cb: Any, learn: Any) -> None:
         super().__init__(cb, learn)
         self.flags: V1Flags = learn._v1_flags()
-        for method in _defined(cb, V1_EVENTS):
-            setattr(self, V1_EVENTS[method], self._make(getattr(cb, method), method))
+        self._bind(V1_EVENTS)
 
     def _make(self, bound: Callable[..., Any], method: str) -> Callable[[], None]:
         flags = self.flags
