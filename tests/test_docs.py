@@ -95,20 +95,32 @@ def test_paths_named_in_readme_commands_exist() -> None:
 
 
 def test_the_readme_quickstart_runs(tmp_path: Path) -> None:
-    """The Quickstart's code blocks, run in order as one script in a fresh process (nothing downloaded)."""
+    """The Quickstart's code blocks, as a user runs them: the training blocks as one script, then the
+    serving block in a new process (nothing downloaded; the model's class is not needed there)."""
     import os
     import subprocess
     import sys
 
     readme = (REPO / "README.md").read_text()
     section = readme[readme.index("## Quickstart") : readme.index("## Concepts in one page")]
-    code = "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
-    assert "fit(1, learn, cb=CallbackHandler([TestCallback()]))" in code and "load_learner" in code
-    (tmp_path / "quickstart.py").write_text(code)
+    *train, serve = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert "fit(1, learn, cb=CallbackHandler([TestCallback()]))" in train[0] and "load_learner" in serve
+    (tmp_path / "quickstart.py").write_text("\n".join(train))
+    (tmp_path / "serve.py").write_text(serve)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        [sys.executable, "quickstart.py"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.split("\n")[-2] == "72"  # the last print: BatchCounter's count over 3 epochs
-    assert (tmp_path / "runs" / "readme" / "export.pt2").is_file()
+    for script in ("quickstart.py", "serve.py"):
+        proc = subprocess.run(
+            [sys.executable, script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        if script == "quickstart.py":
+            assert proc.stdout.split("\n")[-2] == "72"  # BatchCounter's count over 3 epochs
+            assert (tmp_path / "runs" / "readme" / "export.pt2").is_file()
+    label, total = proc.stdout.split()[-2:]
+    assert label == str(load_digits_target(1600)) and abs(float(total) - 1) < 1e-5
+
+
+def load_digits_target(i: int) -> int:
+    from sklearn.datasets import load_digits
+
+    return int(load_digits().target[i])
