@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
+from .exceptions import CancelException
+
 if TYPE_CHECKING:
     from .levels import Levels
     from .protocol import LoopState
@@ -86,7 +88,11 @@ class BatchOps:
 
     def split(self, batch: Any) -> None:
         learn = self.learn
-        learn.xb, learn.yb = split_batch(batch, learn.n_inp)
+        if isinstance(batch, (list, tuple)):  # split_batch, inline: this runs every batch
+            n = learn.n_inp
+            learn.xb, learn.yb = tuple(batch[:n]), tuple(batch[n:])
+        else:
+            learn.xb, learn.yb = (batch,), ()
 
     def predict(self) -> Any:
         """The model's output; an op that fires ``after_pred`` itself returns ``engine.set_pred(...)``."""
@@ -186,8 +192,9 @@ class BatchEngine:
         levels.open_level("batch")
         self._pred_fired = False
         pred = ops.predict()
-        if not self._pred_fired:
-            self.set_pred(pred)
+        if not self._pred_fired:  # set_pred, inline
+            learn.pred = pred
+            learn.cb_handler("after_pred")
         loss = ops.loss()
         self.has_loss = loss is not None
         if loss is not None:
@@ -206,9 +213,15 @@ class BatchEngine:
     def before_step(self, ops: BatchOps) -> None:
         """``before_step`` and, under DDP, the batch's agreement; raises :class:`StepAborted` if no step."""
         levels = self.levels
-        levels.guard(lambda: levels.open_level("step"))
-        agreed = self.agree(ops)
-        if agreed & NO_STEP or not levels.innermost("step"):
+        if levels.deferred is None:
+            try:
+                levels.open_level("step")
+            except CancelException as exc:
+                levels.handle(exc)
+        if levels.sync is not None and self.agree(ops) & NO_STEP:
+            raise StepAborted()
+        stack = levels.open
+        if not stack or stack[-1] != "step":
             raise StepAborted()
 
     def agree(self, ops: BatchOps) -> set[str]:
@@ -221,21 +234,30 @@ class BatchEngine:
     # -- whole batches ----------------------------------------------------------------------------
     def train_batch(self, batch: Any, batch_idx: int, ops: BatchOps) -> Tensor | None:
         """One training batch (the Learner's ``training_step``); returns the detached loss."""
+        # The phases are guarded inline (``Levels.handle``) rather than through ``Levels.guard``:
+        # this runs every batch, and a closure per phase is measurable there.
         levels, learn = self.levels, self.learn
-        if levels.deferred is None and not levels.innermost("train"):
-            return None  # closed on every rank alike: nobody runs backward
+        stack = levels.open
         if levels.deferred is None:
+            if not stack or stack[-1] != "train":
+                return None  # closed on every rank alike: nobody runs backward
             learn.iter = batch_idx
             ops.split(batch)
-            levels.guard(lambda: self.forward(ops, "backward"))
-        if levels.deferred is None and levels.innermost("backward"):
+            try:
+                self.forward(ops, "backward")
+            except CancelException as exc:
+                levels.handle(exc)
+        if levels.deferred is None and stack and stack[-1] == "backward":
             ops.backward(self.backward_target())
-            levels.guard(lambda: levels.close_level("backward"))
+            try:
+                levels.close_level("backward")
+            except CancelException as exc:
+                levels.handle(exc)
         elif levels.sync is not None and self.has_loss:
             ops.zero_backward()
             levels.votes.add("zero_grad")
         stepped = False
-        if levels.deferred is None and levels.innermost("batch") and self.has_loss:
+        if levels.deferred is None and stack and stack[-1] == "batch" and self.has_loss:
             try:
                 ops.step()  # before_step and the agreement run from the step's hook
                 stepped = True
@@ -246,13 +268,17 @@ class BatchEngine:
                 raise
             if stepped and ops.scaler_skipped():  # inf grads are all-reduced: every rank skips alike
                 levels.fire("after_cancel_step")
-        else:
+        elif levels.sync is not None:
             self.agree(ops)
-        if stepped:
-            levels.guard(lambda: levels.close_level("step"))
-        if levels.deferred is None and levels.innermost("batch") and self.has_loss:
-            ops.zero_grad()
-        levels.guard(lambda: levels.close_level("batch"))
+        if levels.deferred is None:
+            try:
+                if stepped:
+                    levels.close_level("step")
+                if stack and stack[-1] == "batch" and self.has_loss:
+                    ops.zero_grad()
+                levels.close_level("batch")
+            except CancelException as exc:
+                levels.handle(exc)
         loss = learn.loss
         return loss.detach() if isinstance(loss, Tensor) else None
 

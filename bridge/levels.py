@@ -83,23 +83,30 @@ class Levels:
         return bool(self.open) and self.open[-1] == level
 
     def guard(self, fn: Callable[[], None], local: str = "backward") -> None:
-        """Run ``fn``; a cancel exception it raises is handled at the level it names.
+        """Run ``fn``; a cancel exception it raises is handled at the level it names (:meth:`handle`).
 
-        Under DDP a cancel of any level but ``local`` (whose effect stays on this rank:
-        backward in training, the batch in validation) is deferred: this rank fires nothing
-        more until the next agreement point, where every rank applies it at the same place.
+        Nothing runs while a cancel of this rank waits for the next agreement point.
         """
         if self.deferred is not None:
             return
         try:
             fn()
         except CancelException as exc:
-            if self.sync is not None and exc.level != local:
-                self.deferred = exc
-            else:
-                self.cancel(exc)
-                if self.sync is not None and local == "backward":
-                    self.votes.add("backward")
+            self.handle(exc, local)
+
+    def handle(self, exc: CancelException, local: str = "backward") -> None:
+        """A cancel raised at an event: applied now, or, under DDP, deferred to the next agreement point.
+
+        Under DDP a cancel of any level but ``local`` (whose effect stays on this rank:
+        backward in training, the batch in validation) is deferred: this rank fires nothing
+        more until the next agreement point, where every rank applies it at the same place.
+        """
+        if self.sync is not None and exc.level != local:
+            self.deferred = exc
+        else:
+            self.cancel(exc)
+            if self.sync is not None and local == "backward":
+                self.votes.add("backward")
 
     def agree(self) -> set[str]:
         """Under DDP: exchange cancels with the other ranks and apply them alike everywhere.
