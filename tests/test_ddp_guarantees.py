@@ -32,17 +32,9 @@ def test_cancel_on_one_rank_takes_effect_on_all(tmp_path: Path) -> None:
         assert f"after_cancel_{level}" in c0["events"], name  # the other rank got the matching event
     # the rank that raised sees fastai's exact trace (3 train / 1 valid batches per rank and epoch)
     import bridge.exceptions as E
+    from tests.ddp_scripts.ddp_cancels import CASES  # the cases the launch raised, on rank 1
 
-    cases = [
-        ("CancelBatchException", "after_pred", 0, "train", 1),
-        ("CancelBackwardException", "before_backward", 0, "train", 1),
-        ("CancelStepException", "before_step", 0, "train", 1),
-        ("CancelTrainException", "after_batch", 0, "train", 1),
-        ("CancelValidException", "after_loss", 0, "valid", 0),
-        ("CancelEpochException", "after_step", 0, "train", 0),
-        ("CancelFitException", "after_loss", 1, "train", 2),
-    ]
-    for exc, ev, epoch, phase, it in cases:
+    for exc, ev, epoch, phase, it in CASES:
         events: list[str] = []
         fired = [False]
 
