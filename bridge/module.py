@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
+from lightning.pytorch.trainer.call import _call_lightning_datamodule_hook as dm_hook
+from lightning.pytorch.trainer.call import _call_lightning_module_hook as lm_hook
 from torch import Tensor, nn
 
 from . import hooks
@@ -186,6 +188,8 @@ class LearnerModule(pl.LightningModule):
         self.engine = BatchEngine(learn, self.levels)
         self._ops = _ModuleOps(self)
         self._epoch_started: int | None = None  # the epoch whose on_train_epoch_start ran
+        self._hook_selector: Any = None
+        self._hook_callers: dict[str, Any] = {}
 
     def forward(self, *xb: Any) -> Any:
         return self.learn.model(*xb)
@@ -288,6 +292,22 @@ class LearnerModule(pl.LightningModule):
 
     def on_validation_end(self) -> None:
         hooks.on_validation_end(self.levels, self.trainer)
+
+    def _call_batch_hook(self, hook_name: str, *args: Any) -> Any:
+        # Lightning asks, three times a batch, whether the data module overrides each batch-transfer
+        # hook (two ``is_overridden`` walks a call with a data module: profile of issue 21). The
+        # answer cannot change within a Trainer's run: keep it per data-hook selector.
+        trainer = self._trainer
+        selector = getattr(getattr(trainer, "_data_connector", None), "_datahook_selector", None)
+        if trainer is None or selector is None:
+            return super()._call_batch_hook(hook_name, *args)
+        if selector is not self._hook_selector:
+            self._hook_selector, self._hook_callers = selector, {}
+        call = self._hook_callers.get(hook_name)
+        if call is None:
+            owner = selector.get_instance(hook_name)
+            call = self._hook_callers[hook_name] = lm_hook if isinstance(owner, type(self)) else dm_hook
+        return call(trainer, hook_name, *args)
 
     # -- batches: the engine's ----------------------------------------------------------------
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:

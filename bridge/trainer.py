@@ -29,6 +29,7 @@ from .checks import check_path
 from .sharding import fresh_strategy
 
 __all__ = [
+    "LastCheckpoint",
     "cached_entry_points",
     "check_ckpt_path",
     "check_trainer_options",
@@ -132,7 +133,7 @@ def make_trainer(
         >>> import tempfile
         >>> t = make_trainer(Path(tempfile.mkdtemp()), {"logger": False}, {"max_epochs": 2}, for_fit=True)
         >>> t.max_epochs, [type(c).__name__ for c in t.checkpoint_callbacks]
-        (2, ['ModelCheckpoint'])
+        (2, ['LastCheckpoint'])
     """
     opts: dict[str, Any] = {
         "accelerator": "auto",
@@ -162,7 +163,7 @@ def make_trainer(
         # The resumable checkpoint of every fit (weights, optimizer, loops, callback
         # state, RNG), rewritten at each epoch end: what `fit(..., resume=True)` reads.
         opts["callbacks"].append(
-            ModelCheckpoint(
+            LastCheckpoint(
                 dirpath=str(checkpoint_dir(path)),
                 filename="last",
                 save_top_k=1,
@@ -172,6 +173,31 @@ def make_trainer(
         )
     with quiet(), cached_entry_points():
         return pl.Trainer(**opts)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """The Learner's default ``ModelCheckpoint`` (``checkpoints/last.ckpt``), with its ``state_key`` built once.
+
+    Lightning reads a callback's ``state_key`` at every hook it calls on it (its profiler's label),
+    five times a batch, and ``ModelCheckpoint`` builds it each time from a ``repr`` of its settings
+    (profile of issue 21). The key is the one ``ModelCheckpoint`` would give, so checkpoints
+    written before load alike.
+
+    Example:
+        >>> ckpt = LastCheckpoint(dirpath="checkpoints", filename="last")
+        >>> ckpt.state_key == ModelCheckpoint(dirpath="checkpoints", filename="last").state_key
+        True
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        own = type(self).__qualname__
+        key: str = ModelCheckpoint.state_key.fget(self)  # type: ignore[attr-defined]
+        self._state_key = "ModelCheckpoint" + key[len(own) :]
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key
 
 
 _ENTRY_POINTS: dict[tuple[Any, ...], Any] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -218,3 +219,32 @@ def test_databunch_infers_c_and_aliases() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert DataBunch.from_datasets(TensorDataset(x, y.float()), TensorDataset(x, y), bs=8).c is None
+
+
+def test_data_module_batch_transfer_hooks_run_and_are_chosen_per_fit(tmp_path: Path) -> None:
+    # LearnerModule keeps Lightning's choice of hook owner (module or data module) for one Trainer:
+    # an override on the DataBunch is used, and a later fit with another DataBunch chooses again.
+    class Negated(DataBunch):
+        def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+            x, y = batch
+            return -x, y
+
+    class FirstXb(Callback):
+        def __init__(self) -> None:
+            self.seen: list[torch.Tensor] = []
+
+        def before_batch(self) -> None:
+            if self.training and self.iter == 0:
+                self.seen.append(self.xb[0].clone())
+
+    plain = make_data(n=64, n_valid=32, bs=64)
+    negated = Negated(plain.train_dl, plain.valid_dl)
+    first = FirstXb()
+    learn = make_learner(tmp_path, data=negated, cbs=[first])
+    learn.fit(1)
+    learn.dls = plain
+    learn.fit(1)
+    x = plain.train_ds.tensors[0]  # type: ignore[attr-defined]
+    assert [s.shape for s in first.seen] == [x.shape, x.shape]
+    assert torch.equal(first.seen[0].sort(0).values, (-x).sort(0).values)  # the data module's hook ran
+    assert torch.equal(first.seen[1].sort(0).values, x.sort(0).values)  # the next fit's data module has none
