@@ -62,7 +62,8 @@ class CallbackHost(ModelFiles, LoopOutput):
         self.pred: Any = None
         self.loss: Any = None
         self.loss_grad: Any = None
-        self.smooth_loss: Tensor = torch.tensor(0.0)
+        self._smooth_loss: Tensor | None = torch.tensor(0.0)
+        self._smooth_ema: tuple[Tensor, float] | None = None
         self.epoch, self.n_epoch, self.iter, self.n_iter = 0, 1, 0, 0
         self.train_iter, self.pct_train = 0, 0.0
         self.training = False
@@ -91,6 +92,33 @@ class CallbackHost(ModelFiles, LoopOutput):
         self._view: RunnerView | None = None
         self._flags: V1Flags | None = None
         self._seed: SeedFlags | None = None
+
+    # -- the smoothed loss ---------------------------------------------------------------------------
+    @property
+    def smooth_loss(self) -> Tensor:
+        """fastai's ``learn.smooth_loss``: the Recorder's debiased moving average of the train loss.
+
+        Computed when first read after a batch (one device op), not at every batch: most fits
+        never read it between epochs.
+
+        Example:
+            >>> host = CallbackHost(); host.set_smooth_loss(torch.tensor(0.5), 2.0); host.smooth_loss
+            tensor(1.)
+        """
+        value = self._smooth_loss
+        if value is None:
+            assert self._smooth_ema is not None
+            ema, scale = self._smooth_ema
+            value = self._smooth_loss = ema * scale
+        return value
+
+    @smooth_loss.setter
+    def smooth_loss(self, value: Tensor) -> None:
+        self._smooth_loss, self._smooth_ema = value, None
+
+    def set_smooth_loss(self, ema: Tensor, scale: float) -> None:
+        """``smooth_loss`` becomes ``ema * scale`` when next read (``ema`` as it is then: the Recorder's own)."""
+        self._smooth_loss, self._smooth_ema = None, (ema, scale)
 
     # -- dialect support ---------------------------------------------------------------------------
     def _runner_view(self) -> RunnerView:

@@ -136,8 +136,9 @@ class Recorder(Callback):
         if not learn.yb or learn.loss is None:
             return
         if learn.training:
-            # Two device ops a batch: the EMA in place (this tensor is the Recorder's own) and
-            # the debiased value callbacks read; mean()/float() only when they change something.
+            # One device op a batch: the EMA in place (this tensor is the Recorder's own); the
+            # debiased value is computed when a callback reads it; mean()/float() only when they
+            # change something.
             loss = learn.loss.detach()
             if loss.ndim:
                 loss = loss.mean()
@@ -151,7 +152,7 @@ class Recorder(Callback):
                 state["_dev_val"] = val = loss * (1 - self.beta)
             else:
                 val.lerp_(loss, 1 - self.beta)
-            learn.smooth_loss = val * (1 / (1 - self.beta**count))
+            learn.set_smooth_loss(val, 1 / (1 - self.beta**count))
             self.lrs.append(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
             if self._flush_per_batch and len(self._pending) >= self._every:
                 self._flush()

@@ -51,13 +51,21 @@ def test_recorder_smooth_loss_is_fastai_ema(tmp_path: Path) -> None:
     class Losses(Callback):
         order = 60
         raw: list[float] = []
+        smooth: list[torch.Tensor] = []  # the tensors learn.smooth_loss gave, kept: later batches must not change them
+        before: list[torch.Tensor] = []  # read before the Recorder's after_batch: the previous batch's value
+
+        def before_batch(self) -> None:
+            if self.training and self.train_iter % 2:
+                self.before.append(self.learn.smooth_loss)
 
         def after_batch(self) -> None:
             if self.training:
                 self.raw.append(float(self.learn.loss.detach()))
+                if self.train_iter % 3:  # read at some batches only (it is computed when read)
+                    self.smooth.append(self.learn.smooth_loss)
 
     cb = Losses()
-    cb.raw = []
+    cb.raw, cb.smooth, cb.before = [], [], []
     learn = make_learner(tmp_path, cbs=[cb], log_every_n_steps=5)
     learn.fit(2)
     beta, val, expected = 0.98, 0.0, []
@@ -65,6 +73,10 @@ def test_recorder_smooth_loss_is_fastai_ema(tmp_path: Path) -> None:
         val = beta * val + (1 - beta) * v
         expected.append(val / (1 - beta**i))
     assert learn.recorder.losses == pytest.approx(expected, rel=1e-5)
+    read = [e for i, e in enumerate(expected, start=1) if i % 3]
+    assert [float(t) for t in cb.smooth] == pytest.approx(read, rel=1e-5) and len(read) == 8
+    # before_batch at train_iter 1, 3, ... (counted from 0) sees the value of the batch before.
+    assert [float(t) for t in cb.before] == pytest.approx(expected[0:-1:2], rel=1e-5) and len(cb.before) == 6
     assert float(learn.smooth_loss) == pytest.approx(expected[-1], rel=1e-5)
     assert learn.recorder.values[0][0] == pytest.approx(expected[5], rel=1e-5)  # 6 batches per epoch
 

@@ -57,7 +57,11 @@ class V1Flags:
         state["stop_epoch"] = state["skip_step"] = state["skip_zero"] = state["skip_bwd"] = False
 
     def kwargs(self, event: str) -> dict[str, Any]:
-        """The v1 state passed as keyword arguments at ``event``."""
+        """The v1 state passed as keyword arguments at ``event``, brought up to date.
+
+        The wrappers' calls test first whether the state is current (built for this event, from
+        the batch values the learner holds now) and call this only when it is not.
+        """
         learn = self.learn
         if self._fresh != event:
             self._fresh = event
@@ -71,17 +75,7 @@ class V1Flags:
             state["train"] = training
             state["pbar"] = None
             state["metrics"] = learn.metrics
-            self._batch_values(event)
-            return state
-        seen = self._seen
-        if (
-            learn.xb is not seen[0]
-            or learn.yb is not seen[1]
-            or learn.pred is not seen[2]
-            or learn.loss is not seen[3]
-            or learn.smooth_loss is not seen[4]
-        ):
-            self._batch_values(event)
+        self._batch_values(event)
         return self.state
 
     def _batch_values(self, event: str) -> None:
@@ -204,7 +198,20 @@ class V1Callback(_Wrapped):
         else:
 
             def call() -> None:
-                result = bound(**kwargs(event))
+                # Current (built for this event from the batch values held now)? Tested inline, not
+                # in a method: this runs for every v1 callback at every event.
+                seen = flags._seen
+                if (
+                    flags._fresh == event
+                    and learn.xb is seen[0]
+                    and learn.yb is seen[1]
+                    and learn.pred is seen[2]
+                    and learn.loss is seen[3]
+                    and learn._smooth_loss is seen[4]  # the host's cache behind its smooth_loss property
+                ):
+                    result = bound(**flags.state)
+                else:
+                    result = bound(**kwargs(event))
                 if result is not None:
                     update(source, result)
 
