@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +79,50 @@ def run_script(script: str, tmp_path: Path, *args: str, timeout: float = 180) ->
     for result in sorted(tmp_path.glob("result_rank*.json")):
         results.append(json.loads(result.read_text()))
     return results
+
+
+def group_alive(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` still running (zombies excluded), from ``/proc``."""
+    alive = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended meanwhile
+            continue
+        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            alive.append(int(stat.parent.name))
+    return alive
+
+
+def kill_at_marker(script: str, tmp_path: Path, marker: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """Run ``script ARGS`` in ``tmp_path`` in a new process group; SIGKILL the whole group once ``marker`` exists.
+
+    The group is killed on every way out (the marker, a timeout, an early exit, an error here) and
+    waited for until none of its processes runs. Returns the launcher's ``returncode`` (``-9`` when the
+    kill ended it), the pids ``left`` running afterwards (none, unless something escaped) and the
+    script's ``log``. Raises ``AssertionError`` if the script ends, or ``timeout`` passes, before ``marker``.
+    """
+    log_path = tmp_path / f"{script}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            script_command(script, *args), cwd=tmp_path, env=script_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: every rank it launches is in it
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + timeout
+            while not (tmp_path / marker).exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    what = f"ended (exit {proc.returncode})" if proc.poll() is not None else f"ran {timeout:.0f} s"
+                    raise AssertionError(f"{script} {what} before writing {marker}:\n{log_path.read_text()[-6000:]}")
+                time.sleep(0.05)
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=60)
+            deadline = time.monotonic() + 30
+            while group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    return {"returncode": proc.returncode, "left": group_alive(proc.pid), "log": log_path.read_text()}
