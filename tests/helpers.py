@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -81,34 +82,44 @@ def run_script(script: str, tmp_path: Path, *args: str, timeout: float = 180) ->
     return results
 
 
-def group_alive(pgid: int) -> list[int]:
-    """The processes of process group ``pgid`` still running (zombies excluded), from ``/proc``."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+def still_running(pgid: int, cwd: Path, script_file: str) -> dict[int, int]:
+    """``{pid: process group}`` of the processes (zombies excluded) in group ``pgid`` or running ``script_file`` in ``cwd``.
+
+    Read from ``/proc``; the second kind catches a rank that left the group (a launcher may start
+    ranks in sessions of their own).
+    """
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
-        except OSError:  # ended meanwhile
+            stat = (proc / "stat").read_text()
+            state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]  # after "pid (comm) ": state, ppid, pgrp
+            if state == "Z":
+                continue
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if int(group) == pgid or (script_file in argv and (proc / "cwd").resolve() == cwd.resolve()):
+                found[int(proc.name)] = int(group)
+        except (OSError, ValueError):  # ended meanwhile, or not ours to read
             continue
-        fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) ": state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
+    return found
 
 
 def kill_at_marker(script: str, tmp_path: Path, marker: str, *args: str, timeout: float = 300) -> dict[str, Any]:
     """Run ``script ARGS`` in ``tmp_path`` in a new process group; SIGKILL the whole group once ``marker`` exists.
 
-    The group is killed on every way out (the marker, a timeout, an early exit, an error here) and
-    waited for until none of its processes runs. Returns the launcher's ``returncode`` (``-9`` when the
-    kill ended it), the pids ``left`` running afterwards (none, unless something escaped) and the
-    script's ``log``. Raises ``AssertionError`` if the script ends, or ``timeout`` passes, before ``marker``.
+    On every way out (the marker, a timeout, an early exit, an error here) the group is killed, then
+    any process still running the script in ``tmp_path`` outside it, each by its id, and all are
+    waited for. Returns the launcher's ``returncode`` (``-9`` when the kill ended it), the pids that
+    had ``escaped`` the group, the pids ``left`` running afterwards and the script's ``log``. Raises
+    ``AssertionError`` if the script ends, or ``timeout`` passes, before ``marker`` appears.
     """
+    cmd = script_command(script, *args)
     log_path = tmp_path / f"{script}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            script_command(script, *args), cwd=tmp_path, env=script_env(), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: every rank it launches is in it
+            cmd, cwd=tmp_path, env=script_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the ranks it launches are in it
         )  # fmt: skip
+        escaped: list[int] = []
         try:
             deadline = time.monotonic() + timeout
             while not (tmp_path / marker).exists():
@@ -117,12 +128,15 @@ def kill_at_marker(script: str, tmp_path: Path, marker: str, *args: str, timeout
                     raise AssertionError(f"{script} {what} before writing {marker}:\n{log_path.read_text()[-6000:]}")
                 time.sleep(0.05)
         finally:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=60)
+            escaped = [pid for pid, group in still_running(proc.pid, tmp_path, cmd[1]).items() if group != proc.pid]
+            for pid in escaped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             deadline = time.monotonic() + 30
-            while group_alive(proc.pid) and time.monotonic() < deadline:
+            while still_running(proc.pid, tmp_path, cmd[1]) and time.monotonic() < deadline:
                 time.sleep(0.05)
-    return {"returncode": proc.returncode, "left": group_alive(proc.pid), "log": log_path.read_text()}
+    left = sorted(still_running(proc.pid, tmp_path, cmd[1]))
+    return {"returncode": proc.returncode, "escaped": escaped, "left": left, "log": log_path.read_text()}

@@ -207,7 +207,7 @@ def test_fsdp_kill_and_resume(fsdp_run: Run) -> None:
     tmp, results, killed = fsdp_run
     assert "error" not in killed, killed.get("error")
     # A real SIGKILL of the whole 2-process job, in epoch 2 (after its batch 1); nothing of it left running.
-    assert killed["returncode"] == -signal.SIGKILL and killed["left"] == [], killed
+    assert killed["returncode"] == -signal.SIGKILL and killed["escaped"] == killed["left"] == [], killed
     marker = json.loads((tmp / "killed_at.json").read_text())
     assert (marker["epoch"], marker["iter"]) == (2, 1)
     # What it left: the complete epoch-1 sharded checkpoint (2 epochs of 4 steps), one shard per rank.
