@@ -61,12 +61,31 @@ def is_sharded(model: nn.Module) -> bool:
     return any(isinstance(m, FSDPModule) for m in model.modules())
 
 
+def _strategy_class_names(strategy: object) -> set[str]:
+    """The class names (MRO) of ``strategy``: an instance, or a name in Lightning's strategy registry."""
+    cls: type = type(strategy)
+    if isinstance(strategy, str):
+        from lightning.pytorch.strategies import StrategyRegistry
+
+        name = strategy.lower()  # Lightning lower-cases strategy names too
+        if name not in StrategyRegistry:  # (its .get() would build the strategy)
+            return set()
+        cls = dict.__getitem__(StrategyRegistry, name)["strategy"]
+    return {c.__name__ for c in cls.__mro__}
+
+
 def check_strategy(strategy: object) -> None:
     """Refuse, at fit start, the strategies a Learner cannot run correctly.
 
-    DeepSpeed owns the optimizer step and the backward (the Learner's batch does both itself);
-    tensor parallelism splits parameters and activations along dimensions that the Learner's
-    callbacks (``GradientClip``'s norm aside), ``get_preds`` and ``save`` read whole.
+    ``strategy`` is an instance or a registered name (``"fsdp"``, ``"deepspeed_stage_2"``).
+    DeepSpeed owns the optimizer step and the backward (the Learner's batch does both itself).
+    FSDP1 (``FSDPStrategy``, ``strategy="fsdp"``) runs ``training_step`` inside the FSDP root's
+    forward, where the Learner's batch (manual optimization) runs backward and the step: FSDP1
+    asserts there (``Expects BACKWARD_PRE or BACKWARD_POST state``) or, with an ``auto_wrap_policy``,
+    keeps adding each step's reduced gradient to the next one; after any run the model holds only
+    this rank's flat shards, which ``save`` would write as the whole model (Lightning issues #19626,
+    #19685). Tensor parallelism splits parameters and activations along dimensions that the
+    Learner's callbacks (``GradientClip``'s norm aside), ``get_preds`` and ``save`` read whole.
 
     Example:
         >>> from lightning.pytorch.strategies import ModelParallelStrategy
@@ -74,14 +93,28 @@ def check_strategy(strategy: object) -> None:
         Traceback (most recent call last):
         ...
         ValueError: Learner: tensor parallelism (tensor_parallel_size=2) is not supported: ...
+        >>> check_strategy("fsdp")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: Learner: `strategy`='fsdp' (Lightning's FSDPStrategy, FSDP1) is not supported: ...
         >>> check_strategy(ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1))
     """
-    names = {cls.__name__ for cls in type(strategy).__mro__}
+    names = _strategy_class_names(strategy)
     if "DeepSpeedStrategy" in names:
         raise ValueError(
             "Learner: DeepSpeed is not supported: it owns backward and the optimizer step, which the Learner's "
             "fastai batch runs itself (cancels, GradientClip, GradientAccumulation); use "
             "strategy=ModelParallelStrategy(data_parallel_size=N, tensor_parallel_size=1) for sharded training"
+        )
+    if "FSDPStrategy" in names:
+        given = repr(strategy) if isinstance(strategy, str) else f"{type(strategy).__name__}(...)"
+        raise ValueError(
+            f"Learner: `strategy`={given} (Lightning's FSDPStrategy, FSDP1) is not supported: Lightning runs "
+            "training_step inside the FSDP root's forward, and the Learner's fastai batch runs backward and the "
+            "optimizer step there (manual optimization), which FSDP1 cannot do (it fails, or with an "
+            "auto_wrap_policy accumulates gradients across steps; Lightning issues #19626, #19685). Accepted for "
+            "sharded training: strategy=ModelParallelStrategy(data_parallel_size=<number of processes>, "
+            "tensor_parallel_size=1) (FSDP2, torch's fully_shard; on GPUs and on CPU)"
         )
     if is_model_parallel(strategy):
         tp = getattr(strategy, "_tensor_parallel_size", 1)

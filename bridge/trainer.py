@@ -26,7 +26,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from .checkpoint_io import AtomicCheckpointIO
 from .checks import check_path
-from .sharding import fresh_strategy
+from .sharding import check_strategy, fresh_strategy
 
 __all__ = [
     "LastCheckpoint",
@@ -146,6 +146,8 @@ def make_trainer(
     }
     opts.update(options)
     opts.update(overrides)
+    # Refused here, before any process is launched (and before Lightning's own CPU refusal of "fsdp").
+    check_strategy(opts.get("strategy", "auto"))
     # Lightning refuses a strategy instance an earlier Trainer used: each Trainer gets its own copy.
     opts["strategy"] = fresh_strategy(opts.get("strategy", "auto"))
     if "logger" not in opts or opts["logger"] is True:

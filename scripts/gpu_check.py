@@ -6,13 +6,16 @@ Usage, from the repository root on a machine with a CUDA GPU::
 
 Checks: environment, fp16 grads unscaled at before_step, fp16 cancelled step recovers,
 bf16 learns (and a rebound ``loss_grad`` is used), get_preds on GPU equals the CPU model,
-Learner vs bare Lightning per-batch time (small and compute-bound MLP, median of 3 epochs
-after a warm-up epoch; a report, not a pass/fail), and ``ddp`` on 2 GPUs when >= 2 are
-visible. Exits 1 if a check fails; with no CUDA device prints "no CUDA device: nothing to
-check" and exits 0.
+FSDP2 (``ModelParallelStrategy``) on one GPU equals the unsharded run (weights, GradientClip's
+norm, save/load, get_preds), FSDP1 (``strategy="fsdp"``) is refused before any Trainer, Learner
+vs bare Lightning per-batch time (small and compute-bound MLP, median of 3 epochs after a
+warm-up epoch; a report, not a pass/fail), and ``ddp`` on 2 GPUs when >= 2 are visible.
+Exits 1 if a check fails; with no CUDA device prints "no CUDA device: nothing to check" and
+exits 0.
 
 ``--accelerator cpu`` is a development dry run of the same check code on CPU (fp16 through
-Lightning's CPU GradScaler plugin, ddp on 2 CPU processes); it says nothing about GPUs.
+Lightning's CPU GradScaler plugin, FSDP2 on one CPU process with gloo, ddp on 2 CPU processes);
+it says nothing about GPUs.
 
 Example:
     $ python scripts/gpu_check.py
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*number of training batches.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
-    from tests.gpu import checks
+    from tests.gpu import checks, sharded_checks
 
     rows: list[Row] = []
     ok = _run("environment", lambda _: checks.environment(), rows)
@@ -91,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     ok &= _run("bf16 learns", lambda p: checks.check_bf16_learns(p, acc), rows)
     ok &= _run("bf16 loss_grad rebind used", lambda p: checks.check_bf16_loss_grad_rebind(p, acc), rows)
     ok &= _run("get_preds equals CPU model", lambda p: checks.check_get_preds(p, acc), rows)
+    ok &= _run("FSDP2 on 1 device = unsharded", lambda p: sharded_checks.check_fsdp2_one_device(p, acc), rows)
+    ok &= _run("FSDP1 refused", lambda p: sharded_checks.check_fsdp1_refused(p, acc), rows)
     workloads = list(checks.WORKLOADS) if acc == "gpu" else ["small MLP"]  # compute-bound is minutes on CPU
 
     for workload in workloads:

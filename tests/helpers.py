@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +80,63 @@ def run_script(script: str, tmp_path: Path, *args: str, timeout: float = 180) ->
     for result in sorted(tmp_path.glob("result_rank*.json")):
         results.append(json.loads(result.read_text()))
     return results
+
+
+def still_running(pgid: int, cwd: Path, script_file: str) -> dict[int, int]:
+    """``{pid: process group}`` of the processes (zombies excluded) in group ``pgid`` or running ``script_file`` in ``cwd``.
+
+    Read from ``/proc``; the second kind catches a rank that left the group (a launcher may start
+    ranks in sessions of their own).
+    """
+    found = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (proc / "stat").read_text()
+            state, _, group = stat[stat.rindex(")") + 2 :].split()[:3]  # after "pid (comm) ": state, ppid, pgrp
+            if state == "Z":
+                continue
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            if int(group) == pgid or (script_file in argv and (proc / "cwd").resolve() == cwd.resolve()):
+                found[int(proc.name)] = int(group)
+        except (OSError, ValueError):  # ended meanwhile, or not ours to read
+            continue
+    return found
+
+
+def kill_at_marker(script: str, tmp_path: Path, marker: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+    """Run ``script ARGS`` in ``tmp_path`` in a new process group; SIGKILL the whole group once ``marker`` exists.
+
+    On every way out (the marker, a timeout, an early exit, an error here) the group is killed, then
+    any process still running the script in ``tmp_path`` outside it, each by its id, and all are
+    waited for. Returns the launcher's ``returncode`` (``-9`` when the kill ended it), the pids that
+    had ``escaped`` the group, the pids ``left`` running afterwards and the script's ``log``. Raises
+    ``AssertionError`` if the script ends, or ``timeout`` passes, before ``marker`` appears.
+    """
+    cmd = script_command(script, *args)
+    log_path = tmp_path / f"{script}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=script_env(), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the ranks it launches are in it
+        )  # fmt: skip
+        escaped: list[int] = []
+        try:
+            deadline = time.monotonic() + timeout
+            while not (tmp_path / marker).exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    what = f"ended (exit {proc.returncode})" if proc.poll() is not None else f"ran {timeout:.0f} s"
+                    raise AssertionError(f"{script} {what} before writing {marker}:\n{log_path.read_text()[-6000:]}")
+                time.sleep(0.05)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+            escaped = [pid for pid, group in still_running(proc.pid, tmp_path, cmd[1]).items() if group != proc.pid]
+            for pid in escaped:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30
+            while still_running(proc.pid, tmp_path, cmd[1]) and time.monotonic() < deadline:
+                time.sleep(0.05)
+    left = sorted(still_running(proc.pid, tmp_path, cmd[1]))
+    return {"returncode": proc.returncode, "escaped": escaped, "left": left, "log": log_path.read_text()}

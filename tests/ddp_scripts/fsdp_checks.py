@@ -1,7 +1,8 @@
 """``test_fsdp``: one 2-process launch (gloo, CPU) of many FSDP2 checks, each against the same run under DDP.
 
 Every fit here runs once with ``strategy="ddp"`` and once with ``ModelParallelStrategy`` (FSDP2,
-the Learner's default sharding policy); the test compares the two.
+the Learner's default sharding policy); the test compares the two. ``fsdp_checks.py DIR`` also
+resumes the FSDP2 run that ``fsdp_killed.py`` left in ``DIR`` when the test SIGKILLed it.
 """
 
 from __future__ import annotations
@@ -13,16 +14,27 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 import bridge
 from bridge import SGD, Callback, Learner
 from bridge.sharding import fresh_strategy, is_sharded
-from callbacks import GradientAccumulation, GradientClip, SaveModelCallback
+from callbacks import (
+    EarlyStoppingCallback,
+    GradientAccumulation,
+    GradientClip,
+    MixUp,
+    ReduceLROnPlateau,
+    SaveModelCallback,
+)
 from tests.ddp_scripts._common import dump, run
 from tests.helpers import make_data, make_learner
 
 FSDP = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
 WRITES: list[str] = []
+MIX_SEED = 7  # MixUp's base seed: rank r draws from MIX_SEED + stride * r under either strategy
+ONE_CYCLE_LR = 0.1  # fit_one_cycle(2, lr_max=...) with the Learner's default moms (0.95, 0.85, 0.95)
+SET_LR, RLR_FACTOR = 0.3, 4.0  # opt.set_hyper("lr", SET_LR) at epoch 0; ReduceLROnPlateau divides by the factor
 
 
 def strategy(kind: str) -> Any:
@@ -100,6 +112,59 @@ class Epochs(Callback):
         self.seen.append(self.epoch)
 
 
+class LamLog(Callback):
+    """MixUp's mixing coefficients of every training batch (after MixUp's before_batch)."""
+
+    order = 5
+
+    def __init__(self) -> None:
+        self.lams: list[list[float]] = []
+
+    def after_loss(self) -> None:
+        if self.training:
+            self.lams.append(self.mix_up.lam.tolist())
+
+
+class LrLog(Callback):
+    """At each step: every group's lr and momentum in the optimizer Lightning steps, and whether it is the right one.
+
+    ``ok`` is False at a step where the stepped optimizer is not ``learn.opt``, ``learn.opt.hypers`` reads other
+    rates, or its groups hold other tensors than the model's parameters.
+    """
+
+    order = 90
+
+    def __init__(self) -> None:
+        self.lrs: list[list[float]] = []
+        self.moms: list[list[float]] = []
+        self.ok: list[bool] = []
+        self.dtensors: list[bool] = []  # every parameter in the stepped groups is a DTensor (sharded)
+
+    def before_step(self) -> None:
+        opt, model = self.learn.opt, self.learn.model
+        stepped = self.learn.trainer.optimizers[0]  # the optimizer Lightning steps
+        self.lrs.append([float(g["lr"]) for g in stepped.param_groups])
+        self.moms.append([float(g["momentum"]) for g in stepped.param_groups])
+        hypers = [float(h["lr"]) for h in opt.hypers]  # type: ignore[union-attr]
+        params = [p for g in stepped.param_groups for p in g["params"]]
+        self.dtensors.append(all(isinstance(p, DTensor) for p in params))
+        same = sorted(map(id, params)) == sorted(map(id, model.parameters()))
+        self.ok.append(stepped is opt and hypers == self.lrs[-1] and same)
+
+
+class SetLr(Callback):
+    """fastai's ``learn.opt.set_hyper("lr", lr)`` on the (sharded) optimizer, before the first epoch."""
+
+    order = 1
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def before_epoch(self) -> None:
+        if self.epoch == 0:
+            self.learn.opt.set_hyper("lr", self.lr)  # type: ignore[union-attr]
+
+
 CANCELS = [
     ("CancelBatchException", "before_batch", "train", 1),  # rank 1 never ran the forward
     ("CancelBatchException", "after_pred", "train", 1),  # rank 1 ran the forward, not the backward
@@ -113,6 +178,7 @@ def learner(path: str = ".", **kw: Any) -> Learner:
 
 
 def main(argv: list[str]) -> None:
+    killed = argv[0] if argv else None  # the folder of the run the test SIGKILLed (fsdp_killed.py)
     real_save = torch.save
 
     def counting_save(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
@@ -172,7 +238,31 @@ def main(argv: list[str]) -> None:
         learn = learner()
         learn.fit(1, strategy=strategy(kind), precision="bf16-mixed", **opts)
         res["bf16"] = full_params(learn.model)
+        # 8. MixUp, seeded: each rank draws its own stream, the same one under both strategies.
+        lams = LamLog()
+        learn = learner(cbs=[MixUp(seed=MIX_SEED), lams])
+        learn.fit(1, strategy=strategy(kind), **opts)
+        res["mixup"] = {"weights": full_params(learn.model), "lams": lams.lams}
+        # 9. fit_one_cycle: ParamScheduler sets lr and mom on the sharded optimizer's groups at every step.
+        lr_log, learn = LrLog(), learner()
+        learn.fit_one_cycle(2, lr_max=ONE_CYCLE_LR, cbs=lr_log, strategy=strategy(kind), **opts)
+        res["one_cycle"] = {"weights": full_params(learn.model), "lrs": lr_log.lrs, "moms": lr_log.moms,
+                            "ok": lr_log.ok, "dtensors": lr_log.dtensors}  # fmt: skip
+        # 10. set_hyper, then ReduceLROnPlateau and EarlyStopping on a valid_loss that never improves by 1e9.
+        lr_log, epochs = LrLog(), Epochs()
+        es = EarlyStoppingCallback(min_delta=1e9, patience=2)
+        rlr = ReduceLROnPlateau(min_delta=1e9, patience=0, factor=RLR_FACTOR)
+        learn = learner(cbs=[SetLr(SET_LR), rlr, es, lr_log, epochs])
+        learn.fit(6, strategy=strategy(kind), **opts)
+        assert learn.opt is not None
+        res["trackers"] = {"weights": full_params(learn.model), "lrs": lr_log.lrs, "ok": lr_log.ok,
+                           "dtensors": lr_log.dtensors, "epochs": epochs.seen, "stopped": es.stopped_epoch,
+                           "final_lrs": [float(g["lr"]) for g in learn.opt.param_groups]}  # fmt: skip
         out[kind] = res
+    if killed is not None:  # 11. the FSDP2 run SIGKILLed in its epoch 2 continues from its epoch-1 checkpoint
+        learn, epochs = learner(path=killed), Epochs()
+        learn.fit(3, strategy=strategy("fsdp"), resume=True, cbs=epochs, **{**opts, "enable_checkpointing": True})
+        out["after_kill"] = {"weights": full_params(learn.model), "epochs": epochs.seen}
     # A policy of the user's: only the root sharded; called once for two fits (then already sharded).
     calls: list[str] = []
 

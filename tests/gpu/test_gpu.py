@@ -1,4 +1,4 @@
-"""fp16/bf16 on CUDA, ddp on every visible GPU, throughput against bare Lightning.
+"""fp16/bf16 on CUDA, ddp on every visible GPU, FSDP2 on one GPU (FSDP1 refused), throughput against bare Lightning.
 
 Run on a GPU machine: ``python -m pytest tests/gpu -p no:cacheprovider -o addopts="" -s``
 (``-s`` shows the throughput report). Every test is skipped without CUDA (see conftest).
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.gpu import checks
+from tests.gpu import checks, sharded_checks
 
 
 def test_fp16_grads_at_before_step_are_unscaled(tmp_path: Path) -> None:
@@ -40,6 +40,14 @@ def test_ddp_on_every_visible_gpu(tmp_path: Path) -> None:
     if n < 2:
         pytest.skip(f"ddp needs >= 2 GPUs, {n} visible")
     checks.check_ddp(tmp_path, n)
+
+
+def test_fsdp2_on_one_gpu_equals_the_unsharded_run(tmp_path: Path) -> None:
+    sharded_checks.check_fsdp2_one_device(tmp_path)
+
+
+def test_fsdp1_is_refused_on_a_gpu(tmp_path: Path) -> None:
+    sharded_checks.check_fsdp1_refused(tmp_path)
 
 
 def test_throughput_against_bare_lightning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
