@@ -307,11 +307,11 @@ class LightningAdapter(pl.Callback):
         learn.iter = args[0] if args and isinstance(args[0], int) else learn.iter
         ops.split(batch)
         ops.begin(patched, batch, args, kwargs)
-        levels.guard(lambda: self.engine.forward(ops, "backward"))
+        levels.guard(self.engine.forward, ops, "backward")
         if not levels.innermost("backward"):
             if levels.innermost("batch"):
                 # CancelBackward: no backward, hence no step either under automatic optimization.
-                levels.guard(lambda: levels.close_level("batch"))
+                levels.guard(levels.close_level, "batch")
             self._skip()
             return None
         target = self.engine.backward_target()
@@ -326,7 +326,7 @@ class LightningAdapter(pl.Callback):
         learn.iter = args[0] if args and isinstance(args[0], int) else learn.iter
         ops.split(batch)
         ops.begin(patched, batch, args, kwargs)
-        levels.guard(lambda: self.engine.forward(ops, "batch"), local="batch")
+        levels.guard(self.engine.forward, ops, "batch", local="batch")
         if learn.loss is not None:
             learn.valid_loss_seen = True
         return ops.output
@@ -367,7 +367,7 @@ class LightningAdapter(pl.Callback):
     def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         levels = self.levels
         if levels.innermost("backward"):
-            levels.guard(lambda: levels.close_level("backward"))
+            levels.guard(levels.close_level, "backward")
 
     def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: Any) -> None:
         levels = self.levels
@@ -375,7 +375,7 @@ class LightningAdapter(pl.Callback):
             if levels.is_open("fit") and self.learn.training:
                 _drop_grads(optimizer)  # the batch was cancelled after backward: no step
             return
-        levels.guard(lambda: levels.open_level("step"))
+        levels.guard(levels.open_level, "step")
         if not levels.innermost("step"):
             _drop_grads(optimizer)  # CancelStep (or an outer cancel): make the step a no-op
 
@@ -383,8 +383,8 @@ class LightningAdapter(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         levels = self.levels
-        levels.guard(lambda: levels.close_level("step"))
-        levels.guard(lambda: levels.close_level("batch"))
+        levels.guard(levels.close_level, "step")
+        levels.guard(levels.close_level, "batch")
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

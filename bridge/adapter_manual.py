@@ -114,7 +114,7 @@ class ManualSteps:
         if levels.innermost("batch") and self.backwards == 0:
             self._pred()
             loss = output.get("loss") if isinstance(output, dict) else output
-            levels.guard(lambda: engine.manual_loss(loss if isinstance(loss, Tensor) else None, backward=False))
+            levels.guard(engine.manual_loss, loss if isinstance(loss, Tensor) else None, False)
         ops.pred_pending = False
         return output
 
@@ -141,11 +141,11 @@ class ManualSteps:
             return  # the batch was cancelled: the rest of its backwards do not run
         self._pred()
         self.backwards += 1
-        levels.guard(lambda: engine.manual_loss(loss if isinstance(loss, Tensor) else None, backward=True))
+        levels.guard(engine.manual_loss, loss if isinstance(loss, Tensor) else None, True)
         if not levels.innermost("backward"):
             return  # cancelled at after_loss / before_backward
         patched.call(engine.backward_target(), *args, **kwargs)
-        levels.guard(lambda: levels.close_level("backward"))  # unless on_after_backward closed it already
+        levels.guard(levels.close_level, "backward")  # unless on_after_backward closed it already
 
     # -- the optimizers' steps ------------------------------------------------------------------
     def wrap(self, trainer: pl.Trainer) -> None:
@@ -165,5 +165,5 @@ class ManualSteps:
         self.learn.opt = fastai_api(lopt.optimizer)
         # before_step fires from on_before_optimizer_step, inside the step (gradients final)
         result = original(closure, **kwargs)
-        self.levels.guard(lambda: self.levels.close_level("step"))
+        self.levels.guard(self.levels.close_level, "step")
         return result

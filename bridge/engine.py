@@ -289,7 +289,7 @@ class BatchEngine:
             return
         learn.iter = batch_idx
         ops.split(batch)
-        levels.guard(lambda: self.forward(ops, "batch"), local="batch")
+        levels.guard(self.forward, ops, "batch", local="batch")
 
     # -- manual optimization: the module runs its own backward and optimizer steps ------------------
     def open_batch(self) -> None:

@@ -86,7 +86,7 @@ def _nested(learn: Learner, dl: Any, cbs: Iterable[Any] | Any | None, stage: str
             else:
                 levels.open_level("fit")
                 levels.open_level("epoch")
-            levels.guard(lambda: levels.open_level("validate"))
+            levels.guard(levels.open_level, "validate")
             learn.dl, learn.n_iter = dl, len(dl)
             for i, batch in enumerate(dl):
                 if not levels.innermost("validate"):
@@ -94,10 +94,10 @@ def _nested(learn: Learner, dl: Any, cbs: Iterable[Any] | Any | None, stage: str
                 if trainer is not None:
                     batch = trainer.strategy.batch_to_device(batch)
                 engine.valid_batch(batch, i, ops)
-            levels.guard(lambda: levels.close_level("validate"))
+            levels.guard(levels.close_level, "validate")
             if not inner:
-                levels.guard(lambda: levels.close_level("epoch"))
-                levels.guard(lambda: levels.close_level("fit"))
+                levels.guard(levels.close_level, "epoch")
+                levels.guard(levels.close_level, "fit")
     finally:
         levels.open[:], levels.deferred, levels.votes, levels.sync = saved_levels
         record = learn.final_record

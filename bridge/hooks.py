@@ -61,7 +61,7 @@ def on_fit_end(levels: Levels, trainer: pl.Trainer | None = None) -> None:
     levels.agree()
     if levels.is_open("fit"):
         del levels.open[1:]
-        levels.guard(lambda: levels.close_level("fit"))
+        levels.guard(levels.close_level, "fit")
     levels.reset()
     learn = levels.learn
     learn.dl, learn.xb, learn.yb, learn.pred, learn.loss = None, (None,), (None,), None, None

@@ -82,15 +82,16 @@ class Levels:
         """True when ``level`` is open and nothing is open inside it."""
         return bool(self.open) and self.open[-1] == level
 
-    def guard(self, fn: Callable[[], None], local: str = "backward") -> None:
-        """Run ``fn``; a cancel exception it raises is handled at the level it names (:meth:`handle`).
+    def guard(self, fn: Callable[..., Any], *args: Any, local: str = "backward") -> None:
+        """Run ``fn(*args)``; a cancel exception it raises is handled at the level it names (:meth:`handle`).
 
-        Nothing runs while a cancel of this rank waits for the next agreement point.
+        Nothing runs while a cancel of this rank waits for the next agreement point. (Arguments
+        rather than a closure: the adapter guards several phases of every batch.)
         """
         if self.deferred is not None:
             return
         try:
-            fn()
+            fn(*args)
         except CancelException as exc:
             self.handle(exc, local)
 
