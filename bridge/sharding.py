@@ -129,6 +129,8 @@ def check_strategy(strategy: object) -> None:
 def fresh_strategy(strategy: Any) -> Any:
     """A new, unused copy of a ``ModelParallelStrategy`` (Lightning refuses an instance a Trainer used); else as is.
 
+    The copy of Lightning's own class is a :class:`~bridge.sharded_checkpoint.AtomicModelParallelStrategy`.
+
     Each fit / validate / get_preds / lr_find of a Learner builds its own Trainer; the user's
     instance is never handed to one, so its settings (``"auto"`` included) stay as given.
 
@@ -137,11 +139,18 @@ def fresh_strategy(strategy: Any) -> Any:
         >>> s = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
         >>> t = fresh_strategy(s)
         >>> t is s, type(t).__name__, t._data_parallel_size
-        (False, 'ModelParallelStrategy', 2)
+        (False, 'AtomicModelParallelStrategy', 2)
     """
     if not is_model_parallel(strategy):
         return strategy
-    return type(strategy)(
+    from lightning.pytorch.strategies import ModelParallelStrategy
+
+    from .sharded_checkpoint import AtomicModelParallelStrategy
+
+    # Lightning's own class gets sharded checkpoints that replace the last one atomically; a
+    # user's subclass is kept as it is (its save_checkpoint may be its own).
+    cls = AtomicModelParallelStrategy if type(strategy) is ModelParallelStrategy else type(strategy)
+    return cls(
         data_parallel_size=strategy._data_parallel_size,
         tensor_parallel_size=strategy._tensor_parallel_size,
         save_distributed_checkpoint=strategy._save_distributed_checkpoint,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import signal
 import warnings
 from collections.abc import Callable
@@ -48,6 +50,8 @@ def fsdp_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
         meta = torch.load(ckpt / "meta.pt", weights_only=True) if (ckpt / "meta.pt").exists() else {}
         killed["ckpt_epoch"], killed["ckpt_step"] = meta.get("epoch"), meta.get("global_step")
         killed["debris"] = sorted(p.name for p in (tmp / "killed").rglob("*.tmp"))
+        killed["ckpt_link"] = os.readlink(ckpt) if ckpt.is_symlink() else None
+        killed["ckpt_dir"] = sorted(p.name for p in ckpt.parent.iterdir())
     args = () if "error" in killed else ("killed",)
     return tmp, run_script("fsdp_checks", tmp, *args, timeout=600), killed
 
@@ -215,6 +219,10 @@ def test_fsdp_kill_and_resume(fsdp_run: Run) -> None:
     files = killed["ckpt_files"]
     assert {"meta.pt", ".metadata"} <= set(files) and len([f for f in files if f.endswith(".distcp")]) == 2, files
     assert killed["debris"] == []
+    # Published atomically (bridge/sharded_checkpoint.py): last.ckpt links to the folder epoch 1 wrote whole,
+    # and the folders of epoch 0's save and of any save in progress at the kill are not there.
+    assert re.fullmatch(r"\.last\.ckpt\.\d+\.ckptdir", killed["ckpt_link"] or ""), killed["ckpt_link"]
+    assert killed["ckpt_dir"] == sorted([killed["ckpt_link"], "last.ckpt"]), killed["ckpt_dir"]
     for r in results:
         after = r["after_kill"]
         assert after["epochs"] == [2]  # resumed from the checkpoint: epoch 2 again, not from the start
