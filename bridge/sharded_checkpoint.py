@@ -46,7 +46,8 @@ def publish_folder(folder: Path, path: Path) -> None:
 
     ``path`` becomes a symbolic link to ``folder`` (relative: the checkpoint folder can move).
     A real folder or file already at ``path`` (a checkpoint of an earlier version, a
-    non-sharded save) is moved aside first and removed with the other earlier saves.
+    non-sharded save) is moved aside first and removed with the other earlier saves. Where the
+    filesystem has no symbolic links, ``folder`` is renamed to ``path`` instead.
 
     Example:
         >>> import tempfile
@@ -59,10 +60,19 @@ def publish_folder(folder: Path, path: Path) -> None:
     link = path.with_name(f".{path.name}.link{FOLDER_SUFFIX}")
     if link.is_symlink() or link.exists():
         link.unlink()
-    os.symlink(folder.name, link)
-    if path.is_dir() and not path.is_symlink():  # os.replace cannot put a link over a folder
-        os.replace(path, _folder_for(path, f"old{time.time_ns()}"))
-    os.replace(link, path)
+    try:
+        os.symlink(folder.name, link)
+    except OSError:  # a filesystem without symbolic links: two renames (a kill between them leaves none)
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.exists():
+            os.replace(path, _folder_for(path, f"old{time.time_ns()}"))
+        os.replace(folder, path)
+        folder = path
+    else:
+        if path.is_dir() and not path.is_symlink():  # os.replace cannot put a link over a folder
+            os.replace(path, _folder_for(path, f"old{time.time_ns()}"))
+        os.replace(link, path)
     # This checkpoint's own folders only (".last.ckpt.v2.<n>.ckptdir" is another checkpoint's).
     own = re.compile(rf"\.{re.escape(path.name)}\.(old)?\d+{re.escape(FOLDER_SUFFIX)}")
     for stale in path.parent.iterdir():

@@ -71,3 +71,18 @@ def test_remove_checkpoint_removes_the_link_and_its_folder(tmp_path: Path) -> No
     AtomicModelParallelStrategy(data_parallel_size=1, tensor_parallel_size=1).remove_checkpoint(best)
     assert _listing(tmp_path) == [".epoch=1.ckpt.8.ckptdir", "epoch=1.ckpt"]
     assert (keep / ".metadata").read_text() == "kept"
+
+
+def test_without_symbolic_links_the_folder_is_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*args: object) -> None:
+        raise OSError("symbolic links are not supported here")
+
+    last = tmp_path / "last.ckpt"
+    save_folder(last, _writer("epoch 0"), token="0")  # a link, from a filesystem that had them
+    monkeypatch.setattr(os, "symlink", no_links)
+    save_folder(last, _writer("epoch 1"), token="1")
+    assert not last.is_symlink() and (last / ".metadata").read_text() == "epoch 1"
+    save_folder(last, _writer("epoch 2"), token="2")
+    assert (last / ".metadata").read_text() == "epoch 2" and _listing(tmp_path) == ["last.ckpt"]
