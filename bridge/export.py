@@ -15,17 +15,15 @@ import copy
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .decode import Decoding, LossMethods, decoding_for, vocab_of
-from .distributed import global_rank
+from .distributed import _atomic, barrier, global_rank
 from .inference import ExportedModel, InferenceLearner
 from .safe_pt2 import META_ENTRY, UntrustedFileError, checked_pt2
 
@@ -50,22 +48,14 @@ def _check_fname(fname: object, where: str) -> str:
 
 
 def _write(data: bytes, path: Path) -> None:
-    """Global rank 0 writes ``data`` to a temporary file beside ``path``, then renames it; every rank waits."""
+    """Global rank 0 writes ``data`` to ``path`` atomically; every rank waits for the file."""
     if global_rank() == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()  # the file is there before any rank goes on to read it
+
+        def write(tmp: str) -> None:
+            Path(tmp).write_bytes(data)
+
+        _atomic(path, write)
+    barrier()  # the file is there before any rank goes on to read it
 
 
 def _sample(learn: Learner) -> tuple[Tensor, ...]:

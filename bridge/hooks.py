@@ -50,7 +50,7 @@ def on_fit_start(levels: Levels, trainer: pl.Trainer) -> None:
     if trainer.max_epochs is not None and trainer.max_epochs > 0:
         learn.n_epoch = int(trainer.max_epochs)
     levels.reset()
-    levels.at_hook(lambda: levels.open_level("fit"))
+    levels.at_hook(levels.open_level, "fit")
     if levels.pending_state is not None:
         load_callback_states(learn.cbs, levels.pending_state)
         levels.pending_state = None
@@ -118,7 +118,7 @@ def on_validation_epoch_start(levels: Levels, trainer: pl.Trainer) -> None:
 def on_validation_epoch_end(levels: Levels, trainer: pl.Trainer) -> None:
     """``on_validation_epoch_end``: after_validate."""
     if not trainer.sanity_checking:
-        levels.at_hook(lambda: levels.close_level("validate"))
+        levels.at_hook(levels.close_level, "validate")
 
 
 def on_train_epoch_end(levels: Levels, trainer: pl.Trainer | None = None) -> None:
@@ -153,7 +153,7 @@ def on_validation_end(levels: Levels, trainer: pl.Trainer) -> None:
     """``on_validation_end`` of ``trainer.validate``: after_epoch, after_fit."""
     if trainer.state.fn == "fit" or trainer.sanity_checking:
         return
-    levels.at_hook(lambda: levels.close_level("epoch"))
+    levels.at_hook(levels.close_level, "epoch")
     on_fit_end(levels)
 
 

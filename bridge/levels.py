@@ -134,13 +134,13 @@ class Levels:
             self.fire("after_cancel_backward")  # backward ran here; another rank cancelled its own
         return agreed
 
-    def at_hook(self, fn: Callable[[], None]) -> None:
-        """Run a hook's events; under DDP, agree before (pending cancels) and after (new ones)."""
+    def at_hook(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run a hook's events, ``fn(*args)``; under DDP, agree before (pending cancels) and after (new ones)."""
         if self.sync is None:
-            self.guard(fn)
+            self.guard(fn, *args)
             return
         self.agree()
-        self.guard(fn)
+        self.guard(fn, *args)
         self.agree()
 
     def cancel(self, exc: CancelException) -> None:

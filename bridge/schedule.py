@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,10 +18,6 @@ from .callback import Callback
 from .checks import check_pct, number
 from .lr_ranges import expand_to_groups
 from .optim import get_hypers, set_hyper
-
-if TYPE_CHECKING:
-    pass
-
 
 __all__ = [
     "ParamScheduler",
