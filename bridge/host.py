@@ -30,7 +30,7 @@ from .distributed import to_detach
 from .engine import split_batch
 from .files import ModelFiles
 from .handler import EventDispatch
-from .output import LoopOutput
+from .output import EpochTable, LoopOutput
 
 __all__ = ["CallbackHost"]
 
@@ -375,36 +375,3 @@ class CallbackHost(ModelFiles, LoopOutput):
             f"{type(self).__name__} has no optimizer factory: its optimizer is the LightningModule's "
             "(configure_optimizers)"
         )
-
-
-class EpochTable:
-    """The default ``learn.logger``: prints each epoch's row under the Recorder's column names (rank 0).
-
-    Example:
-        >>> learn.recorder.metric_names = ["epoch", "train_loss", "valid_loss", "time"]  # as before_fit sets them
-        >>> EpochTable(learn)([0, 0.5, 0.4, "00:01"])
-        epoch  train_loss  valid_loss  time
-        0      0.500000    0.400000    00:01
-    """
-
-    def __init__(self, learn: Any) -> None:
-        self.learn = learn
-        self._names: list[str] | None = None  # the header printed for this fit (None: not yet)
-
-    def __call__(self, row: Any) -> None:
-        learn = self.learn
-        recorder = learn.__dict__.get("recorder")
-        names = list(getattr(recorder, "metric_names", None) or [str(i) for i in range(len(row))])
-        full = getattr(recorder, "full_values", None)
-        timed = names[-1:] == ["time"]
-        if full and len(row) < len(names) and len(full[-1]) + 1 + timed == len(names):
-            row = [row[0], *full[-1], *row[-1:] * timed]  # a cancelled phase: its columns show nan, aligned
-        cells = [f"{v:.6f}" if isinstance(v, float) else str(v) for v in row]
-        widths = [max(len(n), len(c)) for n, c in zip(names, cells, strict=False)]
-        lines = []
-        if getattr(recorder, "_header_done", False) is False:
-            lines.append("  ".join(n.ljust(w) for n, w in zip(names, widths, strict=False)).rstrip())
-            if recorder is not None:
-                recorder._header_done = True
-        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip())
-        learn.print("\n".join(lines))
