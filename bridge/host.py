@@ -25,7 +25,7 @@ else:  # pragma: no cover
     from typing_extensions import Self
 
 from .callback import Callback, callback_name
-from .dialects import RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
+from .dialects import LOOP_HELPERS, RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
 from .distributed import to_detach
 from .engine import split_batch
 from .files import ModelFiles
@@ -136,6 +136,7 @@ class CallbackHost(ModelFiles, LoopOutput):
         if self._flags is None:
             self._flags = V1Flags(self)
             self.cb_handler.add(self._flags)
+            self.cb_handler.add(self._flags.smoother)
         return self._flags
 
     @property
@@ -177,7 +178,7 @@ class CallbackHost(ModelFiles, LoopOutput):
     @property
     def cbs(self) -> list[Any]:
         """The callbacks as the user gave them, sorted by ``order`` (internal helpers excluded)."""
-        return [unwrap(h) for h in self.cb_handler.cbs if not isinstance(h, (V1Flags, SeedFlags))]
+        return [unwrap(h) for h in self.cb_handler.cbs if not isinstance(h, LOOP_HELPERS)]
 
     def n_iter_per_epoch(self) -> int:
         """Training batches per epoch in this process (after Lightning's distributed sampler).

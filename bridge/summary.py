@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from lightning.pytorch.utilities.model_summary.model_summary import ModelSummary
 
-from .dialects import V1Flags
+from .dialects import LOOP_HELPERS
 from .events import EVENT_NAMES
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def callbacks_per_event(learn: LearnerState) -> dict[str, list[str]]:
         names = [
             type(getattr(cb, "wrapped", cb)).__name__
             for cb in handler.subscribers(event)
-            if not isinstance(cb, V1Flags)
+            if not isinstance(cb, LOOP_HELPERS)
         ]
         if names:
             table[event] = names

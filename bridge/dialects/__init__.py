@@ -48,10 +48,14 @@ from ..events import EVENT_NAMES
 from .common import _COURSE_ONLY, COURSE_EVENTS, V1_EVENTS, V1_STATE_KEYS, _defined, _Wrapped
 from .course import CourseCallback, RunnerView
 from .seed import SEED_EVENTS, SeedCallback, SeedFlags, is_seed
-from .v1 import V1Callback, V1Flags, V1Metric, is_v1_metric
+from .v1 import V1Callback, V1Flags, V1Metric, V1Smoother, is_v1_metric
+
+#: The dialects' own loop helpers: in the handler, but not the user's callbacks (``learn.cbs``, summaries).
+LOOP_HELPERS = (V1Flags, V1Smoother, SeedFlags)
 
 __all__ = [
     "COURSE_EVENTS",
+    "LOOP_HELPERS",
     "V1_EVENTS",
     "V1_STATE_KEYS",
     "CourseCallback",
@@ -61,6 +65,7 @@ __all__ = [
     "V1Callback",
     "V1Flags",
     "V1Metric",
+    "V1Smoother",
     "dialect_of",
     "is_v1_metric",
     "unwrap",

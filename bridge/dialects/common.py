@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..callback import callback_name
 
-__all__ = ["COURSE_EVENTS", "V1_EVENTS", "V1_STATE_KEYS"]
+__all__ = ["COURSE_EVENTS", "V1_ARGUMENTS", "V1_EVENTS", "V1_STATE_KEYS"]
 
 COURSE_EVENTS: dict[str, tuple[str, ...]] = {
     "begin_fit": ("before_fit",),
@@ -59,6 +59,18 @@ V1_STATE_KEYS = frozenset(
         "last_metrics",
     }
 )
+
+#: The keyword arguments every v1 method is called with (fastai v1's ``CallbackHandler.state_dict``).
+V1_ARGUMENTS = V1_STATE_KEYS | {
+    "epoch",
+    "n_epochs",
+    "iteration",
+    "num_batch",
+    "train",
+    "pbar",
+    "metrics",
+    "smooth_loss",
+}
 
 
 def _defined(cb: object, names: Any) -> list[str]:

@@ -17,9 +17,58 @@ from ..exceptions import (
     CancelTrainException,
     CancelValidException,
 )
-from .common import V1_EVENTS, V1_STATE_KEYS, _defined, _detuple, _tuple, _Wrapped
+from .common import V1_ARGUMENTS, V1_EVENTS, V1_STATE_KEYS, _defined, _detuple, _tuple, _Wrapped
+from .reads import keywords_read, narrow_call
 
-__all__ = ["V1Callback", "V1Flags", "V1Metric", "is_v1_metric"]
+__all__ = ["V1Callback", "V1Flags", "V1Metric", "V1Smoother", "is_v1_metric"]
+
+
+class V1Smoother:
+    """fastai v1's ``smooth_loss``: its handler's moving average, taken at ``on_backward_begin``.
+
+    fastai v1's ``CallbackHandler.on_backward_begin`` added the batch's loss to a debiased moving
+    average (``beta`` 0.98) *before* calling the callbacks, so from ``on_backward_begin`` on a v1
+    callback sees the current batch in ``smooth_loss`` (fastai v2's Recorder updates its own at
+    ``after_batch``, after callbacks of lower order). This runs first in ``before_backward``, and
+    only once some v1 method can read ``smooth_loss`` (``needed``). New tensors each batch: a
+    callback may keep the value it was given.
+    """
+
+    order = -(10**9)
+    run = True
+    run_train = True
+    run_valid = False
+
+    def __init__(self, learn: Any, beta: float = 0.98) -> None:
+        self.learn, self.beta = learn, beta
+        self.needed = False
+        self.before_fit()
+
+    @property
+    def name(self) -> str:
+        return "_v1_smoother"
+
+    def before_fit(self) -> None:
+        self._avg: Tensor | None = None
+        self._n = 0
+        self._smooth: Any = torch.tensor(0.0)
+
+    def before_backward(self) -> None:
+        loss = self.learn.loss
+        if not self.needed or not isinstance(loss, Tensor):
+            return
+        loss = loss.detach().float()
+        self._n += 1
+        self._avg = loss * (1 - self.beta) if self._avg is None else torch.lerp(self._avg, loss, 1 - self.beta)
+        self._smooth = None
+
+    @property
+    def smooth(self) -> Any:
+        """The debiased average (computed when first read after a batch)."""
+        if self._smooth is None:
+            assert self._avg is not None
+            self._smooth = self._avg / (1 - self.beta**self._n)
+        return self._smooth
 
 
 class V1Flags:
@@ -32,8 +81,9 @@ class V1Flags:
     The keyword state is built once per event, at the first v1 callback that runs in it
     (as fastai v1's handler set it once before calling its callbacks); later v1 callbacks
     of the event get it with the updates earlier ones returned. Batch values that another
-    callback rebound in between (``xb``, ``yb``, ``pred``, ``loss``, ``smooth_loss``) are
-    read again. Running last in every v1 event, this callback marks the state stale.
+    callback rebound in between (``xb``, ``yb``, ``pred``, ``loss``) are read again;
+    ``smooth_loss`` is fastai v1's own (:class:`V1Smoother`). Running last in every v1 event,
+    this callback marks the state stale.
     """
 
     order = 10**9
@@ -46,7 +96,8 @@ class V1Flags:
         self.state: dict[str, Any] = {"last_metrics": None, "stop_training": False, "skip_validate": False}
         self._reset_batch()
         self._fresh: str | None = None  # the event the state was built for; None: stale
-        self._seen: tuple[Any, ...] = ()  # (xb, yb, pred, loss, smooth_loss) it was built from
+        self._seen: tuple[Any, ...] = ()  # (xb, yb, pred, loss) it was built from
+        self.smoother = V1Smoother(learn)
 
     @property
     def name(self) -> str:
@@ -80,13 +131,13 @@ class V1Flags:
 
     def _batch_values(self, event: str) -> None:
         learn, state = self.learn, self.state
-        xb, yb, pred, loss, smooth = learn.xb, learn.yb, learn.pred, learn.loss, learn.smooth_loss
-        self._seen = (xb, yb, pred, loss, smooth)
+        xb, yb, pred, loss = learn.xb, learn.yb, learn.pred, learn.loss
+        self._seen = (xb, yb, pred, loss)
         state["last_input"] = xb[0] if len(xb) == 1 else xb
         state["last_target"] = yb[0] if len(yb) == 1 else yb
         state["last_output"] = pred
         state["last_loss"] = loss.detach() if event == "after_batch" and isinstance(loss, Tensor) else loss
-        state["smooth_loss"] = smooth
+        state["smooth_loss"] = self.smoother.smooth if self.smoother.needed else None
 
     def update(self, source: str, new: Any) -> None:
         if new is None:
@@ -182,6 +233,9 @@ class V1Callback(_Wrapped):
         event = V1_EVENTS[method]
         source = f"{type(self.wrapped).__name__}.{method}"
         learn = self.learn
+        reads = keywords_read(bound, V1_ARGUMENTS)
+        if reads is None or "smooth_loss" in reads[0]:
+            flags.smoother.needed = True
 
         if method == "on_train_begin":
 
@@ -196,6 +250,15 @@ class V1Callback(_Wrapped):
                 update(source, bound(**kwargs(event), exception=exception))
 
         else:
+            if reads is not None and not reads[0]:
+
+                def call() -> None:  # reads none of the state: nothing to bring up to date, nothing to bind
+                    result = bound()
+                    if result is not None:
+                        update(source, result)
+
+                return call
+            narrow = None if reads is None else narrow_call(bound, *reads)
 
             def call() -> None:
                 # Current (built for this event from the batch values held now)? Tested inline, not
@@ -207,11 +270,11 @@ class V1Callback(_Wrapped):
                     and learn.yb is seen[1]
                     and learn.pred is seen[2]
                     and learn.loss is seen[3]
-                    and learn._smooth_loss is seen[4]  # the host's cache behind its smooth_loss property
                 ):
-                    result = bound(**flags.state)
+                    state = flags.state
                 else:
-                    result = bound(**kwargs(event))
+                    state = kwargs(event)
+                result = bound(**state) if narrow is None else narrow(state)
                 if result is not None:
                     update(source, result)
 
