@@ -11,7 +11,7 @@ import contextlib
 import functools
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,7 @@ class CallbackHost(ModelFiles, LoopOutput):
         self.loss: Any = None
         self.loss_grad: Any = None
         self._smooth_loss: Tensor | None = torch.tensor(0.0)
-        self._smooth_ema: tuple[Tensor, float] | None = None
+        self._smooth_source: Callable[[], Tensor] | None = None
         self.epoch, self.n_epoch, self.iter, self.n_iter = 0, 1, 0, 0
         self.train_iter, self.pct_train = 0, 0.0
         self.training = False
@@ -98,27 +98,26 @@ class CallbackHost(ModelFiles, LoopOutput):
     def smooth_loss(self) -> Tensor:
         """fastai's ``learn.smooth_loss``: the Recorder's debiased moving average of the train loss.
 
-        Computed when first read after a batch (one device op), not at every batch: most fits
-        never read it between epochs.
+        Computed when first read after a batch (the Recorder's ``source``), not at every batch:
+        most fits never read it between epochs.
 
         Example:
-            >>> host = CallbackHost(); host.set_smooth_loss(torch.tensor(0.5), 2.0); host.smooth_loss
-            tensor(1.)
+            >>> host = CallbackHost(); host.set_smooth_loss(lambda: torch.tensor(0.5)); host.smooth_loss
+            tensor(0.5000)
         """
         value = self._smooth_loss
         if value is None:
-            assert self._smooth_ema is not None
-            ema, scale = self._smooth_ema
-            value = self._smooth_loss = ema * scale
+            assert self._smooth_source is not None
+            value = self._smooth_loss = self._smooth_source()
         return value
 
     @smooth_loss.setter
     def smooth_loss(self, value: Tensor) -> None:
-        self._smooth_loss, self._smooth_ema = value, None
+        self._smooth_loss, self._smooth_source = value, None
 
-    def set_smooth_loss(self, ema: Tensor, scale: float) -> None:
-        """``smooth_loss`` becomes ``ema * scale`` when next read (``ema`` as it is then: the Recorder's own)."""
-        self._smooth_loss, self._smooth_ema = None, (ema, scale)
+    def set_smooth_loss(self, source: Callable[[], Tensor]) -> None:
+        """``smooth_loss`` becomes ``source()`` when next read (the Recorder's, after each training batch)."""
+        self._smooth_loss, self._smooth_source = None, source
 
     # -- dialect support ---------------------------------------------------------------------------
     def _runner_view(self) -> RunnerView:

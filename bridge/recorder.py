@@ -81,7 +81,9 @@ class Recorder(Callback):
 
     def _reset_smooth(self) -> None:
         self._count = 0
-        self._dev_val: Tensor | None = None
+        self._dev_val: Tensor | None = None  # the EMA of the first ``_count - (len(_pending) - _folded)`` losses
+        self._folded = 0  # the losses of ``_pending`` already in ``_dev_val``
+        self._weights: dict[tuple[int, torch.device], Tensor] = {}
         self._host_val = 0.0
         self._host_count = 0
         self._logged_at = self._epoch_first = 0
@@ -136,23 +138,17 @@ class Recorder(Callback):
         if not learn.yb or learn.loss is None:
             return
         if learn.training:
-            # One device op a batch: the EMA in place (this tensor is the Recorder's own); the
-            # debiased value is computed when a callback reads it; mean()/float() only when they
-            # change something.
+            # No device op a batch beyond the detach: the loss waits in ``_pending`` (read back every
+            # ``log_every_n_steps``), and the device EMA behind ``learn.smooth_loss`` takes it in when
+            # a callback reads it or at the read-back; mean()/float() only when they change something.
             loss = learn.loss.detach()
             if loss.ndim:
                 loss = loss.mean()
             if loss.dtype != torch.float32:
                 loss = loss.float()
             self._pending.append(loss)
-            state = self.__dict__  # plain writes: Callback.__setattr__ checks the learner each time
-            count = state["_count"] = self._count + 1
-            val = self._dev_val
-            if val is None:
-                state["_dev_val"] = val = loss * (1 - self.beta)
-            else:
-                val.lerp_(loss, 1 - self.beta)
-            learn.set_smooth_loss(val, 1 / (1 - self.beta**count))
+            self.__dict__["_count"] = self._count + 1  # a plain write: Callback.__setattr__ checks the learner
+            learn.set_smooth_loss(self._smoothed)
             self.lrs.append(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
             if self._flush_per_batch and len(self._pending) >= self._every:
                 self._flush()
@@ -160,6 +156,32 @@ class Recorder(Callback):
             self._valid_loss.update(learn.loss, find_bs(learn.yb))
             for m in learn.metrics:
                 m.update(learn.pred, *learn.yb)
+
+    def _smoothed(self) -> Tensor:
+        """``learn.smooth_loss``: the debiased EMA of the losses so far (fastai's ``smooth_loss``)."""
+        self._fold(self._pending[self._folded :])
+        self._folded = len(self._pending)
+        assert self._dev_val is not None
+        return self._dev_val * (1 / (1 - self.beta**self._count))
+
+    def _fold(self, losses: list[Tensor] | Tensor) -> None:
+        """Take ``losses`` into the device EMA: one lerp for one loss, one weighted sum for many."""
+        if len(losses) == 0:
+            return
+        beta, val = self.beta, self._dev_val
+        if len(losses) == 1:
+            loss = losses[0]
+            self._dev_val = loss * (1 - beta) if val is None else val.lerp_(loss, 1 - beta)
+            return
+        stacked = losses if isinstance(losses, Tensor) else torch.stack(losses)
+        k = len(stacked)
+        key = (k, stacked.device)
+        weights = self._weights.get(key)
+        if weights is None:  # (1 - beta) * beta**(k-1-j): the weight of the j-th of k losses
+            powers = torch.arange(k - 1, -1, -1, dtype=torch.float64)
+            weights = self._weights[key] = ((1 - beta) * beta**powers).to(stacked)
+        total = torch.dot(stacked, weights)
+        self._dev_val = total if val is None else torch.add(total, val, alpha=beta**k)
 
     def _flush(self, across_ranks: bool = True) -> None:
         """Read back pending losses (one device sync, one collective under DDP) and log them."""
@@ -169,8 +191,9 @@ class Recorder(Callback):
         # Under DDP every rank joins the collective even with nothing pending: ranks may hold
         # different counts (a one-rank cancel), and an early return here would hang the others.
         stacked = torch.stack(self._pending).float() if self._pending else torch.zeros(0, device=self._device())
+        self._fold(stacked[self._folded :])
         raw: list[float] = (reduce_mean_ragged(stacked) if distributed else stacked).tolist()
-        self._pending = []
+        self._pending, self._folded = [], 0
         beta, every = self.beta, self._every
         for v in raw:
             self._host_count += 1

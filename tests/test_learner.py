@@ -81,6 +81,32 @@ def test_recorder_smooth_loss_is_fastai_ema(tmp_path: Path) -> None:
     assert learn.recorder.values[0][0] == pytest.approx(expected[5], rel=1e-5)  # 6 batches per epoch
 
 
+def test_smooth_loss_read_rarely_is_the_same_ema(tmp_path: Path) -> None:
+    # Losses nobody read are taken in at the next read or read-back (every 5 steps here), many at once.
+    class Sparse(Callback):
+        order = 60
+
+        def __init__(self) -> None:
+            self.raw: list[float] = []
+            self.read: dict[int, float] = {}
+
+        def after_batch(self) -> None:
+            if self.training:
+                self.raw.append(float(self.learn.loss.detach()))
+                if self.train_iter in (3, 4, 12, 16, 18):  # gaps of 3, 1, 8 (across two read-backs), 4, 2
+                    self.read[self.train_iter] = float(self.learn.smooth_loss)
+
+    cb = Sparse()
+    learn = make_learner(tmp_path, data=make_data(n=288), cbs=[cb], log_every_n_steps=5)
+    learn.fit(2)  # 9 batches an epoch
+    beta, val, expected = 0.98, 0.0, []
+    for i, v in enumerate(cb.raw, start=1):
+        val = beta * val + (1 - beta) * v
+        expected.append(val / (1 - beta**i))
+    assert cb.read == pytest.approx({i: expected[i - 1] for i in (3, 4, 12, 16, 18)}, rel=1e-5)
+    assert float(learn.smooth_loss) == pytest.approx(expected[-1], rel=1e-5) and len(expected) == 18
+
+
 def test_get_preds_in_dataset_order_and_predict(tmp_path: Path) -> None:
     data = make_data(n=64, n_valid=50, bs=16)
     learn = make_learner(tmp_path, data=data)
