@@ -25,7 +25,7 @@ else:  # pragma: no cover
     from typing_extensions import Self
 
 from .callback import Callback, callback_name
-from .dialects import LOOP_HELPERS, RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
+from .dialects import LOOP_HELPERS, FloatLrs, RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
 from .distributed import to_detach
 from .engine import split_batch
 from .files import ModelFiles
@@ -123,6 +123,7 @@ class CallbackHost(ModelFiles, LoopOutput):
     def _runner_view(self) -> RunnerView:
         if self._view is None:
             self._view = RunnerView(self)
+            self.cb_handler.add(FloatLrs(self))
         return self._view
 
     def _seed_flags(self) -> SeedFlags:

@@ -95,6 +95,21 @@ def test_course_v3_scheduler_recorder_and_stats(tmp_path: Path, host: str) -> No
     assert len(stats.history) == 2 and stats.train_stats.count == 96
 
 
+def test_course_v3_tensor_learning_rates_reach_a_foreach_step_as_floats(tmp_path: Path) -> None:
+    # combine_scheds gives tensors; torch's foreach Adam refuses a tensor lr (without capturable).
+    sched = s.combine_scheds([0.5, 0.5], [s.sched_lin(0.01, 0.05), s.sched_lin(0.05, 0.01)])
+    rec = s.Recorder()
+
+    def adam(params: Any, lr: float) -> torch.optim.Optimizer:
+        return torch.optim.Adam(params, lr=lr, foreach=True)
+
+    learn = make_learner(tmp_path, data=make_data(n=96, n_valid=64, bs=32), cbs=[s.ParamScheduler("lr", sched), rec],
+                         opt_func=adam, lr=0.1)  # fmt: skip
+    learn.fit(2)
+    assert rec.lrs == pytest.approx([float(sched(i / 6)) for i in range(6)], rel=1e-6)
+    assert all(type(g["lr"]) is float for g in learn.opt.param_groups)
+
+
 @pytest.mark.parametrize("host", HOSTS)
 def test_course_v3_lr_find_with_its_own_cancel(tmp_path: Path, host: str) -> None:
     rec, finder = s.Recorder(), s.LR_Find(max_iter=7, min_lr=1e-4, max_lr=1.0)

@@ -286,3 +286,18 @@ def test_data_module_batch_transfer_hooks_run_and_are_chosen_per_fit(tmp_path: P
     assert [s.shape for s in first.seen] == [x.shape, x.shape]
     assert torch.equal(first.seen[0].sort(0).values, (-x).sort(0).values)  # the data module's hook ran
     assert torch.equal(first.seen[1].sort(0).values, x.sort(0).values)  # the next fit's data module has none
+
+
+def test_the_trainer_profiles_nothing_unless_given_a_profiler(tmp_path: Path) -> None:
+    from lightning.pytorch.profilers import SimpleProfiler
+
+    from bridge.trainer import NoProfiler
+
+    learn = make_learner(tmp_path)
+    learn.fit(1)
+    assert isinstance(learn.trainer.profiler, NoProfiler)
+    profiler = SimpleProfiler()
+    learn = make_learner(tmp_path, profiler=profiler)
+    learn.fit(1)
+    assert learn.trainer.profiler is profiler
+    assert any("training_step" in name for name in profiler.recorded_durations)  # it did profile the fit

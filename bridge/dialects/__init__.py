@@ -46,12 +46,12 @@ from typing import Any
 
 from ..events import EVENT_NAMES
 from .common import _COURSE_ONLY, COURSE_EVENTS, V1_EVENTS, V1_STATE_KEYS, _defined, _Wrapped
-from .course import CourseCallback, RunnerView
+from .course import CourseCallback, FloatLrs, RunnerView
 from .seed import SEED_EVENTS, SeedCallback, SeedFlags, is_seed
 from .v1 import V1Callback, V1Flags, V1Metric, V1Smoother, is_v1_metric
 
 #: The dialects' own loop helpers: in the handler, but not the user's callbacks (``learn.cbs``, summaries).
-LOOP_HELPERS = (V1Flags, V1Smoother, SeedFlags)
+LOOP_HELPERS = (V1Flags, V1Smoother, SeedFlags, FloatLrs)
 
 __all__ = [
     "COURSE_EVENTS",
@@ -59,6 +59,7 @@ __all__ = [
     "V1_EVENTS",
     "V1_STATE_KEYS",
     "CourseCallback",
+    "FloatLrs",
     "RunnerView",
     "SeedCallback",
     "SeedFlags",

@@ -15,7 +15,39 @@ from ..exceptions import (
 )
 from .common import COURSE_EVENTS, _defined, _detuple, _float_lrs, _tuple, _Wrapped
 
-__all__ = ["CourseCallback", "RunnerView"]
+__all__ = ["CourseCallback", "FloatLrs", "RunnerView"]
+
+
+class FloatLrs:
+    """Before each optimizer step, learning rates that course-v3 schedulers left as tensors become floats.
+
+    The course's schedules compute with tensors (``combine_scheds``) and its ``ParamScheduler``
+    writes them into ``param_groups``, which torch's foreach and fused steps refuse. Once a
+    step, last in ``before_step`` (the step is what needs floats), rather than after every
+    course callback call.
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        >>> opt.param_groups[0]["lr"] = torch.tensor(0.5)
+        >>> learn = type("L", (), {"opt": opt})()
+        >>> FloatLrs(learn).before_step(); opt.param_groups[0]["lr"]
+        0.5
+    """
+
+    order = 10**9
+    run = True
+    run_train = True
+    run_valid = False
+
+    def __init__(self, learn: Any) -> None:
+        self.learn = learn
+
+    @property
+    def name(self) -> str:
+        return "_float_lrs"
+
+    def before_step(self) -> None:
+        _float_lrs(self.learn.opt)
 
 
 class RunnerView:
@@ -96,7 +128,7 @@ class CourseCallback(_Wrapped):
 
     def __init__(self, cb: Any, learn: Any) -> None:
         super().__init__(cb, learn)
-        self.view = learn._runner_view()
+        self.view = learn._runner_view()  # with the FloatLrs helper
         learn._seed_flags()  # acts on `run.stop = True` as the Runner's all_batches does
         if callable(inspect.getattr_static(cb, "set_runner", None)):
             cb.set_runner(self.view)
@@ -126,8 +158,6 @@ class CourseCallback(_Wrapped):
                 if make is None:
                     raise
                 raise make(learn.training) from exc
-            finally:
-                _float_lrs(learn.opt)
             if may_skip and result:
                 self._skipping = True
                 raise CancelTrainException() if method == "begin_epoch" else CancelValidException()
