@@ -39,7 +39,7 @@ from torch import Tensor
 from . import hooks
 from .adapter_host import AdapterHost, QuietRecorder, check_pred
 from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
-from .adapter_patch import Patched
+from .adapter_patch import Patched, quiet_profiler
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
@@ -229,6 +229,7 @@ class LightningAdapter(pl.Callback):
         self._module: pl.LightningModule | None = None
         self._calls: dict[str, Callable[..., Any]] = {}
         self._key: tuple[int, str] = (-1, "")
+        self._profiler: Any = None  # the Trainer's own, restored at teardown
 
     @property
     def cbs(self) -> list[Any]:
@@ -248,6 +249,7 @@ class LightningAdapter(pl.Callback):
         learn = self.learn
         learn.trainer, learn.module, learn.model = trainer, pl_module, pl_module
         learn.dls = getattr(trainer, "datamodule", None)
+        self._profiler = quiet_profiler(trainer)
         if learn._given_path is None:
             learn.path = Path(trainer.default_root_dir)
         check_pred(learn, pl_module)
@@ -273,6 +275,9 @@ class LightningAdapter(pl.Callback):
                 delattr(pl_module, name)
         self._manual.unwrap()
         pl_module.__dict__.pop(_ADAPTER_ATTR, None)
+        if self._profiler is not None:
+            setattr(trainer, "profiler", self._profiler)  # noqa: B010 (not declared on Trainer)
+            self._profiler = None
         self._calls = {}
         self._module = None
 

@@ -297,3 +297,29 @@ def test_mixup_without_loss_func_fails_at_setup_naming_the_fix(tmp_path: Path) -
                          enable_checkpointing=False, **QUIET)  # fmt: skip
     with pytest.raises(TypeError, match="loss_func"):
         trainer.fit(PlainModule(), data.train_dl, data.valid_dl)
+
+
+def test_adapter_makes_the_default_profiler_free_for_the_fit_and_leaves_others(tmp_path: Path) -> None:
+    from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
+
+    from bridge.trainer import NoProfiler
+
+    seen: list[Any] = []
+
+    class Look(Callback):
+        def after_batch(self) -> None:
+            seen.append(self.learn.trainer.profiler)
+
+    data = make_data(n=64, n_valid=32, bs=32)
+    for given in (None, SimpleProfiler()):
+        seen.clear()
+        trainer = pl.Trainer(max_epochs=1, callbacks=[LightningAdapter([Look()])], profiler=given,
+                             enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path,
+                             **QUIET)  # fmt: skip
+        trainer.fit(PlainModule(), train_dataloaders=data.train_dl, val_dataloaders=data.valid_dl)
+        if given is None:
+            assert seen and all(type(p) is NoProfiler for p in seen)
+            assert type(trainer.profiler) is PassThroughProfiler  # the Trainer's own, back after the fit
+        else:
+            assert seen and all(p is given for p in seen) and trainer.profiler is given
+            assert any("LightningAdapter" in name for name in given.recorded_durations)  # it profiled the adapter
