@@ -83,7 +83,7 @@ class Recorder(Callback):
         self._count = 0
         self._dev_val: Tensor | None = None  # the EMA of the first ``_count - (len(_pending) - _folded)`` losses
         self._folded = 0  # the losses of ``_pending`` already in ``_dev_val``
-        self._weights: dict[tuple[int, torch.device], Tensor] = {}
+        self._weights: dict[torch.device, Tensor] = {}  # the longest weight vector used, per device
         self._host_val = 0.0
         self._host_count = 0
         self._logged_at = self._epoch_first = 0
@@ -103,6 +103,7 @@ class Recorder(Callback):
         self.lrs, self.iters, self.losses, self.values, self.full_values = [], [], [], [], []
         if not self._in_fit:
             return
+        learn.smooth_loss = learn.smooth_loss  # the last fit's value until this fit's first batch, as fastai's
         self._pending = []
         self._reset_smooth()
         self._header_done = False
@@ -175,12 +176,12 @@ class Recorder(Callback):
             return
         stacked = losses if isinstance(losses, Tensor) else torch.stack(losses)
         k = len(stacked)
-        key = (k, stacked.device)
-        weights = self._weights.get(key)
-        if weights is None:  # (1 - beta) * beta**(k-1-j): the weight of the j-th of k losses
+        # The j-th of k losses weighs (1 - beta) * beta**(k-1-j): the last k entries of a longer vector.
+        weights = self._weights.get(stacked.device)
+        if weights is None or len(weights) < k:
             powers = torch.arange(k - 1, -1, -1, dtype=torch.float64)
-            weights = self._weights[key] = ((1 - beta) * beta**powers).to(stacked)
-        total = torch.dot(stacked, weights)
+            weights = self._weights[stacked.device] = ((1 - beta) * beta**powers).to(stacked)
+        total = torch.dot(stacked, weights[len(weights) - k :])
         self._dev_val = total if val is None else torch.add(total, val, alpha=beta**k)
 
     def _flush(self, across_ranks: bool = True) -> None:

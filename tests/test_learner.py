@@ -106,6 +106,21 @@ def test_smooth_loss_read_rarely_is_the_same_ema(tmp_path: Path) -> None:
     assert cb.read == pytest.approx({i: expected[i - 1] for i in (3, 4, 12, 16, 18)}, rel=1e-5)
     assert float(learn.smooth_loss) == pytest.approx(expected[-1], rel=1e-5) and len(expected) == 18
 
+    class First(Callback):
+        def before_batch(self) -> None:
+            if self.training and self.train_iter == 0:
+                self.seen = float(self.learn.smooth_loss)
+
+    unread = Sparse()  # 6 batches: reads after batches 3 and 4 only, so the last two are never read
+    learn = make_learner(tmp_path, cbs=[unread])
+    learn.fit(1)
+    first = First()
+    learn.fit(1, cbs=first)  # as fastai's: the last fit's value until this fit's first batch
+    val = 0.0
+    for v in unread.raw[:6]:
+        val = beta * val + (1 - beta) * v
+    assert first.seen == pytest.approx(val / (1 - beta**6), rel=1e-5)
+
 
 def test_get_preds_in_dataset_order_and_predict(tmp_path: Path) -> None:
     data = make_data(n=64, n_valid=50, bs=16)
