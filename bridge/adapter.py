@@ -39,12 +39,13 @@ from torch import Tensor
 from . import hooks
 from .adapter_host import AdapterHost, QuietRecorder, check_pred
 from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
-from .adapter_patch import Patched, quiet_profiler
+from .adapter_patch import Patched
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
 from .levels import Levels
 from .train_eval import TrainEvalCallback
+from .trainer import quiet_profiler
 
 __all__ = ["LightningAdapter"]
 

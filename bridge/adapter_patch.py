@@ -8,33 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.profilers import PassThroughProfiler
 
-from .trainer import NoProfiler
-
-__all__ = ["Patched", "quiet_profiler"]
-
-
-def quiet_profiler(trainer: pl.Trainer) -> PassThroughProfiler | None:
-    """For a fit, a Trainer that profiles nothing does so at no cost; returns the profiler to restore.
-
-    Lightning's own ``PassThroughProfiler`` (``profiler=None``) becomes :class:`~bridge.trainer.NoProfiler`
-    (the same nothing, without a context manager built at each of the ~20 hooks a batch);
-    any other profiler is left alone (``None`` is returned).
-
-    Example:
-        >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
-        >>> before = quiet_profiler(trainer); type(trainer.profiler).__name__
-        'NoProfiler'
-        >>> trainer.profiler = before; type(trainer.profiler).__name__
-        'PassThroughProfiler'
-    """
-    owner: Any = trainer  # Lightning sets `profiler` in a connector: not declared on Trainer
-    profiler = owner.profiler
-    if type(profiler) is not PassThroughProfiler:
-        return None
-    owner.profiler = NoProfiler()
-    return profiler
+__all__ = ["Patched"]
 
 
 class Patched:

@@ -10,7 +10,7 @@ from typing import Any
 from .events import EVENT_NAMES, INNER_LOOP
 from .exceptions import CancelException, as_cancel
 
-__all__ = ["SEED_EVENTS", "CallbackHandler", "EventDispatch", "event_methods"]
+__all__ = ["SEED_EVENTS", "CallbackHandler", "EventDispatch", "event_methods", "is_loop_helper"]
 
 _Entry = tuple[Any, Callable[[], Any]]
 
@@ -36,6 +36,18 @@ def event_methods(cb: object, names: Iterable[str] = EVENT_NAMES) -> dict[str, C
         if isinstance(attr, (staticmethod, classmethod)) or callable(attr):
             found[name] = getattr(cb, name)
     return found
+
+
+def is_loop_helper(cb: object) -> bool:
+    """A dialect's own helper in the handler (``loop_helper = True``), not one of the user's callbacks.
+
+    Example:
+        >>> class Helper:
+        ...     loop_helper = True
+        >>> is_loop_helper(Helper()), is_loop_helper(object())
+        (True, False)
+    """
+    return getattr(type(cb), "loop_helper", False) is True
 
 
 def _note(exc: BaseException, cb: object, event: str) -> None:
@@ -209,9 +221,10 @@ class EventDispatch:
             if name.startswith("before_") and name != "before_backward" and name != "before_step":
                 lines.append("  " * indent + "Start " + name[7:].capitalize())
                 indent += 1
-            subs = self.subscribers(name)
+            subs = [cb for cb in self.subscribers(name) if not is_loop_helper(cb)]
             if subs:
-                lines.append("  " * indent + f"- {name:<22}: " + ", ".join(type(c).__name__ for c in subs))
+                names = ", ".join(type(getattr(c, "wrapped", c)).__name__ for c in subs)  # a dialect's: its own class
+                lines.append("  " * indent + f"- {name:<22}: " + names)
             if (
                 name.startswith("after_")
                 and not name.startswith("after_cancel")

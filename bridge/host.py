@@ -25,11 +25,11 @@ else:  # pragma: no cover
     from typing_extensions import Self
 
 from .callback import Callback, callback_name
-from .dialects import LOOP_HELPERS, FloatLrs, RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
+from .dialects import FloatLrs, RunnerView, SeedFlags, V1Flags, unwrap, wrap_callback
 from .distributed import to_detach
 from .engine import split_batch
 from .files import ModelFiles
-from .handler import EventDispatch
+from .handler import EventDispatch, is_loop_helper
 from .output import EpochTable, LoopOutput
 
 __all__ = ["CallbackHost"]
@@ -136,7 +136,7 @@ class CallbackHost(ModelFiles, LoopOutput):
         if self._flags is None:
             self._flags = V1Flags(self)
             self.cb_handler.add(self._flags)
-            self.cb_handler.add(self._flags.smoother)
+            self.cb_handler.add(self._flags.prelude)
         return self._flags
 
     @property
@@ -178,7 +178,7 @@ class CallbackHost(ModelFiles, LoopOutput):
     @property
     def cbs(self) -> list[Any]:
         """The callbacks as the user gave them, sorted by ``order`` (internal helpers excluded)."""
-        return [unwrap(h) for h in self.cb_handler.cbs if not isinstance(h, LOOP_HELPERS)]
+        return [unwrap(h) for h in self.cb_handler.cbs if not is_loop_helper(h)]
 
     def n_iter_per_epoch(self) -> int:
         """Training batches per epoch in this process (after Lightning's distributed sampler).

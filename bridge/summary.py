@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from lightning.pytorch.utilities.model_summary.model_summary import ModelSummary
 
-from .dialects import LOOP_HELPERS
 from .events import EVENT_NAMES
+from .handler import is_loop_helper
 
 if TYPE_CHECKING:
     from .protocol import LearnerState
@@ -44,9 +44,7 @@ def callbacks_per_event(learn: LearnerState) -> dict[str, list[str]]:
     table: dict[str, list[str]] = {}
     for event in EVENT_NAMES:
         names = [
-            type(getattr(cb, "wrapped", cb)).__name__
-            for cb in handler.subscribers(event)
-            if not isinstance(cb, LOOP_HELPERS)
+            type(getattr(cb, "wrapped", cb)).__name__ for cb in handler.subscribers(event) if not is_loop_helper(cb)
         ]
         if names:
             table[event] = names

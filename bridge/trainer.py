@@ -39,6 +39,7 @@ __all__ = [
     "interactive_output",
     "make_trainer",
     "quiet",
+    "quiet_profiler",
     "refuse_unsupported",
     "with_atomic_io",
 ]
@@ -148,7 +149,7 @@ def make_trainer(
     }
     opts.update(options)
     opts.update(overrides)
-    if opts.get("profiler") is None:
+    if opts.get("profiler") is None and not opts.get("barebones"):  # barebones refuses any profiler
         opts["profiler"] = NoProfiler()
     # Refused here, before any process is launched (and before Lightning's own CPU refusal of "fsdp").
     check_strategy(opts.get("strategy", "auto"))
@@ -225,6 +226,28 @@ class NoProfiler(PassThroughProfiler):
 
     def profile(self, action_name: str) -> contextlib.nullcontext[None]:  # type: ignore[override]
         return self._NOTHING
+
+
+def quiet_profiler(trainer: pl.Trainer) -> PassThroughProfiler | None:
+    """For a fit, a Trainer that profiles nothing does so at no cost; returns the profiler to restore.
+
+    Lightning's own ``PassThroughProfiler`` (``profiler=None``) becomes :class:`NoProfiler`; any
+    other profiler is left alone (``None`` is returned). ``LightningAdapter`` does this for the fit
+    of a Trainer it did not build.
+
+    Example:
+        >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+        >>> before = quiet_profiler(trainer); type(trainer.profiler).__name__
+        'NoProfiler'
+        >>> trainer.profiler = before; type(trainer.profiler).__name__
+        'PassThroughProfiler'
+    """
+    owner: Any = trainer  # Lightning sets `profiler` in a connector: not declared on Trainer
+    profiler = owner.profiler
+    if type(profiler) is not PassThroughProfiler:
+        return None
+    owner.profiler = NoProfiler()
+    return profiler
 
 
 _ENTRY_POINTS: dict[tuple[Any, ...], Any] = {}

@@ -109,6 +109,15 @@ def test_course_v3_tensor_learning_rates_reach_a_foreach_step_as_floats(tmp_path
     assert rec.lrs == pytest.approx([float(sched(i / 6)) for i in range(6)], rel=1e-6)
     assert all(type(g["lr"]) is float for g in learn.opt.param_groups)
 
+    # Steps that are skipped (GradientAccumulation cancels the batch at before_step) see floats too.
+    from callbacks import GradientAccumulation
+
+    learn = make_learner(tmp_path, data=make_data(n=96, n_valid=64, bs=32), opt_func=adam, lr=0.1,
+                         cbs=[s.ParamScheduler("lr", sched), GradientAccumulation(n_acc=64)])  # fmt: skip
+    learn.fit(2)
+    assert len(learn.recorder.lrs) == 6 and all(type(lr) is float for lr in learn.recorder.lrs)
+    assert learn.recorder.lrs == pytest.approx([float(sched(i / 6)) for i in range(6)], rel=1e-6)
+
 
 @pytest.mark.parametrize("host", HOSTS)
 def test_course_v3_lr_find_with_its_own_cancel(tmp_path: Path, host: str) -> None:
@@ -323,3 +332,13 @@ def test_adapter_makes_the_default_profiler_free_for_the_fit_and_leaves_others(t
         else:
             assert seen and all(p is given for p in seen) and trainer.profiler is given
             assert any("LightningAdapter" in name for name in given.recorded_durations)  # it profiled the adapter
+
+    class Boom(Callback):
+        def after_batch(self) -> None:
+            raise RuntimeError("boom")
+
+    trainer = pl.Trainer(max_epochs=1, callbacks=[LightningAdapter([Boom()])], enable_checkpointing=False,
+                         enable_model_summary=False, default_root_dir=tmp_path, **QUIET)  # fmt: skip
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.fit(PlainModule(), train_dataloaders=data.train_dl)
+    assert type(trainer.profiler) is PassThroughProfiler  # restored on the way out of a failed fit too

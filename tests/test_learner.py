@@ -316,3 +316,6 @@ def test_the_trainer_profiles_nothing_unless_given_a_profiler(tmp_path: Path) ->
     learn.fit(1)
     assert learn.trainer.profiler is profiler
     assert any("training_step" in name for name in profiler.recorded_durations)  # it did profile the fit
+    learn = make_learner(tmp_path, barebones=True, enable_checkpointing=False)  # barebones refuses any profiler
+    learn.fit(1)
+    assert learn.trainer.barebones

@@ -55,6 +55,29 @@ class Shapes:
     def frame(self, **kw: Any) -> Any:
         return locals()
 
+    def debugger(self, last_loss: Any, **kwargs: Any) -> None:
+        breakpoint()  # never called: only its code is read
+
+    def pdb(self, **kwargs: Any) -> None:
+        import pdb
+
+        pdb.set_trace()
+
+    def frame_by_name(self, **kwargs: Any) -> Any:
+        import sys
+
+        return getattr(sys, "_getframe")(0).f_code  # noqa: B009
+
+    def frame_in_nested(self, **kwargs: Any) -> Any:
+        import sys
+
+        return lambda: sys._getframe(1)
+
+    def ordinary(self, last_output: Any, **kwargs: Any) -> Any:
+        model = self
+        model.eval()  # an attribute named like a builtin is not the builtin
+        return torch.stack([last_output])
+
     def no_var_keyword(self, last_loss: Any) -> None: ...
     def positional_only(self, last_loss: Any, /, **kwargs: Any) -> None: ...
     @staticmethod
@@ -78,6 +101,11 @@ class Shapes:
         ("captures", None),
         ("in_comprehension", None),
         ("frame", None),
+        ("debugger", None),
+        ("pdb", None),
+        ("frame_by_name", None),
+        ("frame_in_nested", None),
+        ("ordinary", (("last_output",), True)),
         ("no_var_keyword", None),  # fastai v1's call raised TypeError: so must ours
         ("positional_only", None),
         ("decorated", None),
@@ -150,11 +178,15 @@ class KeywordOnly:
 
     def on_batch_begin(self, *, train, last_target, epoch, last_output, smooth_loss, iteration, last_loss, num_batch,
                        **kwargs: Any) -> None:  # fmt: skip
-        self.seen.append(("begin", {k: v for k, v in locals().items() if k in KEYS}))
+        self.seen.append(("begin", dict(train=train, last_target=last_target, epoch=epoch, last_output=last_output,
+                                        smooth_loss=smooth_loss, iteration=iteration, last_loss=last_loss,
+                                        num_batch=num_batch)))  # fmt: skip
 
     def on_batch_end(self, *, train, last_target, epoch, last_output, smooth_loss, iteration, last_loss, num_batch,
                      **kwargs: Any) -> None:  # fmt: skip
-        self.seen.append(("end", {k: v for k, v in locals().items() if k in KEYS}))
+        self.seen.append(("end", dict(train=train, last_target=last_target, epoch=epoch, last_output=last_output,
+                                      smooth_loss=smooth_loss, iteration=iteration, last_loss=last_loss,
+                                      num_batch=num_batch)))  # fmt: skip
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -165,13 +197,18 @@ def _same(a: Any, b: Any) -> bool:
 
 def test_every_signature_sees_the_state_fastai_v1_passed(tmp_path: Path) -> None:
     everything, named, keyword_only = Everything(), Named(), KeywordOnly()
-    assert keywords_read(named.on_batch_end, V1_ARGUMENTS) == (KEYS, True)
-    assert keywords_read(keyword_only.on_batch_end, V1_ARGUMENTS) is None  # it calls locals(): the whole state
-    learn = make_learner(tmp_path, data=make_data(n=96, n_valid=64, bs=32, shuffle=False), cbs=[everything, named])
+    assert keywords_read(everything.on_batch_end, V1_ARGUMENTS) is None  # the whole state, as fastai v1
+    assert keywords_read(named.on_batch_end, V1_ARGUMENTS) == (KEYS, True)  # a positional call of 8
+    assert sorted(keywords_read(keyword_only.on_batch_end, V1_ARGUMENTS)[0]) == sorted(KEYS)  # type: ignore[index]
+    cbs = [everything, named, keyword_only]
+    learn = make_learner(tmp_path, data=make_data(n=96, n_valid=64, bs=32, shuffle=False), cbs=cbs)
     learn.fit(2, lr=0.1)
+    loop = learn.cb_handler.show_training_loop()  # what learn.show_training_loop() prints
+    assert "Everything" in loop and "V1Flags" not in loop and "V1Prelude" not in loop  # the dialect's own helpers
     assert len(everything.seen) == 2 * 2 * (3 + 2)  # 2 epochs x (3 train + 2 valid batches) x begin/end
-    for (ea, a), (eb, b) in zip(everything.seen, named.seen, strict=True):
-        assert ea == eb and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in KEYS), (ea, a, b)
+    for other in (named, keyword_only):
+        for (ea, a), (eb, b) in zip(everything.seen, other.seen, strict=True):
+            assert ea == eb and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in KEYS), (ea, a, b)
 
     # Independent figures: fastai v1's counters, the loss of the output, the debiased EMA (beta 0.98).
     train_ends = [s for e, s in everything.seen if e == "end" and s["train"]]
@@ -187,13 +224,6 @@ def test_every_signature_sees_the_state_fastai_v1_passed(tmp_path: Path) -> None
         # fastai v1's handler averaged the loss in at on_backward_begin, before its callbacks: the
         # current training batch from then on; the last training batch's in validation.
         assert float(s["smooth_loss"]) == pytest.approx(ema / (1 - 0.98**n) if n else 0.0, rel=1e-5), (event, n)
-
-    # The keyword-only signature (whole state: it reads locals()) sees the same.
-    other = KeywordOnly()
-    make_learner(tmp_path, data=make_data(n=96, n_valid=64, bs=32, shuffle=False), cbs=[other]).fit(2, lr=0.1)
-    assert [e for e, _ in other.seen] == [e for e, _ in everything.seen]
-    for (_, a), (_, b) in zip(everything.seen, other.seen, strict=True):
-        assert all(_same(a[k], b[k]) for k in ("iteration", "num_batch", "train", "epoch", "last_target"))
 
 
 def test_a_method_without_var_keyword_fails_as_in_fastai_v1(tmp_path: Path) -> None:
@@ -215,12 +245,16 @@ class Flags:
 
     def on_epoch_begin(self, **kwargs: Any) -> dict[str, Any] | None:
         self.epoch += 1
+        if self.epoch == 2:  # fastai v1 cleared stop_training *before* on_epoch_begin: it holds
+            return {"stop_training": True}
         return {"skip_validate": True} if self.epoch == 1 else None
 
-    def on_batch_begin(self, train: bool, **kwargs: Any) -> None:
+    def on_batch_begin(self, train: bool, **kwargs: Any) -> dict[str, Any] | None:
         self.train = train
         if train:
             self.i += 1
+        # fastai v1 cleared the batch's flags before on_batch_begin: this one holds for the batch.
+        return {"skip_step": True} if train and self.i == 4 else None
 
     def on_backward_begin(self, **kwargs: Any) -> dict[str, Any] | None:
         return {"skip_bwd": True} if self.train and self.i == 1 else None
@@ -235,7 +269,7 @@ class Flags:
         return {"stop_epoch": True} if self.train and self.i == 5 else None
 
     def on_epoch_end(self, **kwargs: Any) -> dict[str, Any] | None:
-        return {"stop_training": True} if self.epoch == 2 else None
+        return {"stop_training": True} if self.epoch == 3 else None  # never reached: stopped after epoch 2
 
 
 def _sgd(params: Any, lr: float) -> torch.optim.Optimizer:
@@ -252,13 +286,13 @@ def _fastai_v1_loop(model: nn.Module, batches: list[Any], lr: float) -> int:
             loss = F.cross_entropy(model(xb), yb)
             if i != 1:  # skip_bwd
                 loss.backward()
-            if i != 2:  # skip_step
+            if i not in (2, 4):  # skip_step (from on_backward_end, from on_batch_begin)
                 opt.step()
             if i != 3:  # skip_zero
                 opt.zero_grad()
             if i == 5:  # stop_epoch
                 break
-        if epoch == 2:  # stop_training
+        if epoch == 2:  # stop_training (from on_epoch_begin)
             break
     return i + 1
 

@@ -48,14 +48,10 @@ from ..events import EVENT_NAMES
 from .common import _COURSE_ONLY, COURSE_EVENTS, V1_EVENTS, V1_STATE_KEYS, _defined, _Wrapped
 from .course import CourseCallback, FloatLrs, RunnerView
 from .seed import SEED_EVENTS, SeedCallback, SeedFlags, is_seed
-from .v1 import V1Callback, V1Flags, V1Metric, V1Smoother, is_v1_metric
-
-#: The dialects' own loop helpers: in the handler, but not the user's callbacks (``learn.cbs``, summaries).
-LOOP_HELPERS = (V1Flags, V1Smoother, SeedFlags, FloatLrs)
+from .v1 import V1Callback, V1Flags, V1Metric, V1Prelude, is_v1_metric
 
 __all__ = [
     "COURSE_EVENTS",
-    "LOOP_HELPERS",
     "V1_EVENTS",
     "V1_STATE_KEYS",
     "CourseCallback",
@@ -66,7 +62,7 @@ __all__ = [
     "V1Callback",
     "V1Flags",
     "V1Metric",
-    "V1Smoother",
+    "V1Prelude",
     "dialect_of",
     "is_v1_metric",
     "unwrap",

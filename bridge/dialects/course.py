@@ -19,12 +19,14 @@ __all__ = ["CourseCallback", "FloatLrs", "RunnerView"]
 
 
 class FloatLrs:
-    """Before each optimizer step, learning rates that course-v3 schedulers left as tensors become floats.
+    """Learning rates that course-v3 callbacks left as tensors become floats before anything reads them.
 
     The course's schedules compute with tensors (``combine_scheds``) and its ``ParamScheduler``
-    writes them into ``param_groups``, which torch's foreach and fused steps refuse. Once a
-    step, last in ``before_step`` (the step is what needs floats), rather than after every
-    course callback call.
+    writes them into ``param_groups`` at ``begin_batch``; torch's foreach and fused steps refuse
+    tensors. This runs last in ``before_step`` (the step reads them) and, for a batch whose step is
+    skipped, in the cancel event that skips it (before the Recorder records the rate at
+    ``after_batch``), and at ``after_fit``: once a batch, rather than after every course callback
+    call.
 
     Example:
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
@@ -35,9 +37,10 @@ class FloatLrs:
     """
 
     order = 10**9
+    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
     run = True
     run_train = True
-    run_valid = False
+    run_valid = True
 
     def __init__(self, learn: Any) -> None:
         self.learn = learn
@@ -48,6 +51,8 @@ class FloatLrs:
 
     def before_step(self) -> None:
         _float_lrs(self.learn.opt)
+
+    after_cancel_backward = after_cancel_step = after_cancel_batch = after_fit = before_step
 
 
 class RunnerView:

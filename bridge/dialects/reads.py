@@ -8,10 +8,13 @@ finds, from the method's code, the names it can read; the wrapper then passes on
 
 The answer is ``None`` (pass everything, as fastai v1 did) whenever the method might see more:
 its ``**kwargs`` is referenced anywhere in its code (read, passed on, captured by a nested
-function), the code calls ``locals``/``vars``/``eval``/``exec`` or reads frames, it has no
-``**kwargs`` (so that a full call raises as fastai v1's did), it takes positional-only
-parameters, or it is not a plain Python function (a builtin, a ``functools.partial``, a callable
-object). A decorated method is the decorator's wrapper, whose ``**kwargs`` is passed on: ``None``.
+function); the code, or code nested in it, calls ``locals``/``vars``/``eval``/``exec``/
+``breakpoint`` or reaches frames (``sys._getframe``, ``inspect.currentframe``, ``f_locals``,
+``pdb.set_trace``, also by name through ``getattr``); it has no ``**kwargs`` (so that the call
+fails as fastai v1's did); it takes positional-only parameters; or it is not a plain Python
+function (a builtin, a ``functools.partial``, a callable object). A decorated method is the
+decorator's wrapper, whose ``**kwargs`` is passed on: ``None``. Not seen: a helper the method
+calls that reads the method's frame itself (``sys._getframe(1)`` in another function).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import dis
 import inspect
 import operator
+import types
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -26,8 +30,30 @@ __all__ = ["keywords_read", "narrow_call"]
 
 _CO_VARARGS = inspect.CO_VARARGS
 _CO_VARKEYWORDS = inspect.CO_VARKEYWORDS
-#: Names whose use means the code may see its whole frame (``locals()``, ``sys._getframe()``...).
-_FRAME_READERS = frozenset({"locals", "vars", "eval", "exec", "_getframe", "currentframe", "getframeinfo", "stack"})
+#: Builtins that see a frame's locals (or stop in a debugger that shows them).
+_FRAME_BUILTINS = frozenset({"locals", "vars", "eval", "exec", "breakpoint"})
+#: Attributes that reach frames: ``sys._getframe``, ``inspect.currentframe``, ``frame.f_locals``, ``pdb.set_trace``...
+_FRAME_ATTRS = frozenset(
+    {"_getframe", "currentframe", "getframeinfo", "getouterframes", "getinnerframes", "f_locals", "f_back", "set_trace"}
+)
+
+
+def _reads_frames(code: types.CodeType) -> bool:
+    """Whether ``code`` (or code nested in it) may look at a frame's locals."""
+    names = set(code.co_names)
+    if "inspect" in names and ("stack" in names or "trace" in names):
+        return True
+    for ins in dis.get_instructions(code):
+        arg = ins.argval
+        if not isinstance(arg, str):
+            continue
+        if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF") and arg in _FRAME_BUILTINS:
+            return True
+        if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and arg in _FRAME_ATTRS:
+            return True
+        if ins.opname == "LOAD_CONST" and (arg in _FRAME_ATTRS or arg in _FRAME_BUILTINS):
+            return True  # getattr(sys, "_getframe"), getattr(builtins, "locals")
+    return any(isinstance(c, types.CodeType) and _reads_frames(c) for c in code.co_consts)
 
 
 def keywords_read(fn: Callable[..., Any], offered: Collection[str]) -> tuple[tuple[str, ...], bool] | None:
@@ -59,7 +85,7 @@ def keywords_read(fn: Callable[..., Any], offered: Collection[str]) -> tuple[tup
         return None
     n_named = code.co_argcount + code.co_kwonlyargcount
     var_kw = code.co_varnames[n_named + (1 if code.co_flags & _CO_VARARGS else 0)]
-    if var_kw in code.co_cellvars or _FRAME_READERS.intersection(code.co_names):
+    if var_kw in code.co_cellvars or _reads_frames(code):
         return None
     for ins in dis.get_instructions(code):
         arg = ins.argval

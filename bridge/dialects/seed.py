@@ -101,6 +101,7 @@ class SeedFlags:
     """
 
     order = 10**9
+    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
     run = True
     run_train = True
     run_valid = True

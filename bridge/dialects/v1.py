@@ -20,38 +20,56 @@ from ..exceptions import (
 from .common import V1_ARGUMENTS, V1_EVENTS, V1_STATE_KEYS, _defined, _detuple, _tuple, _Wrapped
 from .reads import keywords_read, narrow_call
 
-__all__ = ["V1Callback", "V1Flags", "V1Metric", "V1Smoother", "is_v1_metric"]
+__all__ = ["V1Callback", "V1Flags", "V1Metric", "V1Prelude", "is_v1_metric"]
 
 
-class V1Smoother:
-    """fastai v1's ``smooth_loss``: its handler's moving average, taken at ``on_backward_begin``.
+class V1Prelude:
+    """What fastai v1's ``CallbackHandler`` did at an event *before* calling its callbacks.
 
-    fastai v1's ``CallbackHandler.on_backward_begin`` added the batch's loss to a debiased moving
-    average (``beta`` 0.98) *before* calling the callbacks, so from ``on_backward_begin`` on a v1
-    callback sees the current batch in ``smooth_loss`` (fastai v2's Recorder updates its own at
-    ``after_batch``, after callbacks of lower order). This runs first in ``before_backward``, and
-    only once some v1 method can read ``smooth_loss`` (``needed``). New tensors each batch: a
-    callback may keep the value it was given.
+    Runs first (order ``-10**9``): at ``on_epoch_begin`` it cleared ``stop_training``, at
+    ``on_batch_begin`` the batch's flags (``stop_epoch``, ``skip_step``, ``skip_zero``,
+    ``skip_bwd``), so a flag a callback returns from those methods holds for that epoch or batch;
+    at ``on_backward_begin`` it added the loss to its debiased moving average (``beta`` 0.98), so
+    from then on a v1 callback's ``smooth_loss`` includes the current batch (fastai v2's Recorder
+    updates its own at ``after_batch``). The average is kept only once some v1 method can read
+    ``smooth_loss`` (``needed``), in new tensors each batch (a callback may keep what it was
+    given); before the first backward of a fit it is 0 (fastai v1 passed no ``smooth_loss`` yet).
+    With manual optimization, each backward adds its loss.
+
+    Example:
+        >>> state = {"stop_training": True}
+        >>> learn = type("L", (), {"loss": torch.tensor(2.0)})()
+        >>> prelude = V1Prelude(learn, state); prelude.needed = True
+        >>> prelude.before_epoch(); prelude.before_backward(); state["stop_training"], prelude.smooth
+        (False, tensor(2.))
     """
 
     order = -(10**9)
     run = True
     run_train = True
-    run_valid = False
+    run_valid = True
+    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
 
-    def __init__(self, learn: Any, beta: float = 0.98) -> None:
-        self.learn, self.beta = learn, beta
+    def __init__(self, learn: Any, state: dict[str, Any], beta: float = 0.98) -> None:
+        self.learn, self.state, self.beta = learn, state, beta
         self.needed = False
         self.before_fit()
 
     @property
     def name(self) -> str:
-        return "_v1_smoother"
+        return "_v1_prelude"
 
     def before_fit(self) -> None:
         self._avg: Tensor | None = None
         self._n = 0
-        self._smooth: Any = torch.tensor(0.0)
+        self._smooth: Tensor | None = torch.tensor(0.0)
+
+    def before_epoch(self) -> None:
+        self.state["stop_training"] = False
+
+    def before_batch(self) -> None:
+        state = self.state
+        state["stop_epoch"] = state["skip_step"] = state["skip_zero"] = state["skip_bwd"] = False
 
     def before_backward(self) -> None:
         loss = self.learn.loss
@@ -63,7 +81,7 @@ class V1Smoother:
         self._smooth = None
 
     @property
-    def smooth(self) -> Any:
+    def smooth(self) -> Tensor:
         """The debiased average (computed when first read after a batch)."""
         if self._smooth is None:
             assert self._avg is not None
@@ -82,11 +100,12 @@ class V1Flags:
     (as fastai v1's handler set it once before calling its callbacks); later v1 callbacks
     of the event get it with the updates earlier ones returned. Batch values that another
     callback rebound in between (``xb``, ``yb``, ``pred``, ``loss``) are read again;
-    ``smooth_loss`` is fastai v1's own (:class:`V1Smoother`). Running last in every v1 event,
+    ``smooth_loss`` is fastai v1's own (:class:`V1Prelude`). Running last in every v1 event,
     this callback marks the state stale.
     """
 
     order = 10**9
+    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
     run = True
     run_train = True
     run_valid = True
@@ -94,18 +113,14 @@ class V1Flags:
     def __init__(self, learn: Any) -> None:
         self.learn = learn
         self.state: dict[str, Any] = {"last_metrics": None, "stop_training": False, "skip_validate": False}
-        self._reset_batch()
+        self.prelude = V1Prelude(learn, self.state)
+        self.prelude.before_batch()
         self._fresh: str | None = None  # the event the state was built for; None: stale
         self._seen: tuple[Any, ...] = ()  # (xb, yb, pred, loss) it was built from
-        self.smoother = V1Smoother(learn)
 
     @property
     def name(self) -> str:
         return "_v1_flags"
-
-    def _reset_batch(self) -> None:
-        state = self.state
-        state["stop_epoch"] = state["skip_step"] = state["skip_zero"] = state["skip_bwd"] = False
 
     def kwargs(self, event: str) -> dict[str, Any]:
         """The v1 state passed as keyword arguments at ``event``, brought up to date.
@@ -137,7 +152,7 @@ class V1Flags:
         state["last_target"] = yb[0] if len(yb) == 1 else yb
         state["last_output"] = pred
         state["last_loss"] = loss.detach() if event == "after_batch" and isinstance(loss, Tensor) else loss
-        state["smooth_loss"] = self.smoother.smooth if self.smoother.needed else None
+        state["smooth_loss"] = self.prelude.smooth if self.prelude.needed else None
 
     def update(self, source: str, new: Any) -> None:
         if new is None:
@@ -168,11 +183,9 @@ class V1Flags:
 
     def before_epoch(self) -> None:
         self._fresh = None
-        self.state["stop_training"] = False
 
     def before_batch(self) -> None:
         self._fresh = None
-        self._reset_batch()
 
     def after_pred(self) -> None:
         self._fresh = None
@@ -235,7 +248,7 @@ class V1Callback(_Wrapped):
         learn = self.learn
         reads = keywords_read(bound, V1_ARGUMENTS)
         if reads is None or "smooth_loss" in reads[0]:
-            flags.smoother.needed = True
+            flags.prelude.needed = True
 
         if method == "on_train_begin":
 
