@@ -195,8 +195,11 @@ class EventDispatch:
             except CancelException:
                 raise
             except Exception as exc:
-                cancel = as_cancel(exc)
-                if cancel is not None:  # fastai's own cancel classes: fastai's meaning
+                translate = getattr(cb, "translate_error", None)  # a dialect's own cancels: its meaning
+                cancel = translate(exc) if translate is not None else None
+                if cancel is None:
+                    cancel = as_cancel(exc)  # fastai's own cancel classes: fastai's meaning
+                if cancel is not None:
                     raise cancel from exc
                 _note(exc, cb, event)
                 raise

@@ -151,6 +151,11 @@ def test_course_v3_truthy_begin_validate_and_cancel_epoch(tmp_path: Path, host: 
     # The cancel comes in the 2nd batch's after_batch, before Probe's (added later): one probe
     # per epoch, then no more training batches, and no validation at all.
     assert seen == ["train"] * 2
+    # Without SkipValidation: the course's CancelEpochException ends the training pass only (fastai
+    # v2's class of that name would skip the epoch's validation too): both validation batches run.
+    seen.clear()
+    run(host, tmp_path, [s.StopAfterBatches(2), Probe()], n_epoch=2)
+    assert seen == ["train", "valid", "valid"] * 2
 
 
 @pytest.mark.parametrize("host", HOSTS)

@@ -145,28 +145,42 @@ class CourseCallback(_Wrapped):
             for event in COURSE_EVENTS[method]:
                 setattr(self, event, self._make(bound, method, event))
 
-    def _make(self, bound: Callable[[], Any], method: str, event: str) -> Callable[[], None]:
-        learn = self.learn
+    def _make(self, bound: Callable[[], Any], method: str, event: str) -> Callable[[], Any]:
         skippable = method == "after_cancel_epoch"
         may_skip = method in ("begin_epoch", "begin_validate")
-        cancels = _COURSE_CANCELS
+        if not skippable and not may_skip:
+            # Called as it is (the Runner ignored these methods' returns); a course cancel it raises
+            # reaches the handler, which asks translate_error for its meaning.
+            return bound
+        translate = self.translate_error
 
         def call() -> None:
             if skippable and self._skipping:
+                self._skipping = False
                 return  # a truthy begin_epoch/begin_validate skips silently, as in the Runner
             try:
                 result = bound()
             except CancelException:
                 raise
             except Exception as exc:
-                make = cancels.get(type(exc).__name__)
-                if make is None:
+                cancel = translate(exc)
+                if cancel is None:
                     raise
-                raise make(learn.training) from exc
+                raise cancel from exc
             if may_skip and result:
                 self._skipping = True
                 raise CancelTrainException() if method == "begin_epoch" else CancelValidException()
-            if self._skipping:
-                self._skipping = False
 
         return call
+
+    def translate_error(self, exc: Exception) -> CancelException | None:
+        """The v2 cancel for a course-v3 one (by class name, with the Runner's meaning), else ``None``.
+
+        Example:
+            >>> class CancelEpochException(Exception): ...  # as the course notebook defines it
+            >>> wrapper = type("W", (), {"learn": type("L", (), {"training": True})()})()  # training: the train pass
+            >>> type(CourseCallback.translate_error(wrapper, CancelEpochException())).__name__
+            'CancelTrainException'
+        """
+        make = _COURSE_CANCELS.get(type(exc).__name__)
+        return None if make is None else make(self.learn.training)
