@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..callback import callback_name
 
-__all__ = ["COURSE_EVENTS", "V1_ARGUMENTS", "V1_EVENTS", "V1_STATE_KEYS"]
+__all__ = ["COURSE_EVENTS", "V1_ARGUMENTS", "V1_EVENTS", "V1_STATE_KEYS", "LoopHelper"]
 
 COURSE_EVENTS: dict[str, tuple[str, ...]] = {
     "begin_fit": ("before_fit",),
@@ -93,6 +93,27 @@ def _float_lrs(opt: Any) -> None:
         lr = group.get("lr")
         if type(lr) is not float and isinstance(lr, Tensor):  # isinstance(x, Tensor) is slow: floats first
             group["lr"] = float(lr)
+
+
+class LoopHelper:
+    """A dialect's own callback in the handler: last in every event it has, training and validation alike.
+
+    Not one of the user's callbacks (``loop_helper``: left out of ``learn.cbs``, the summaries
+    and ``show_training_loop``; see :func:`bridge.handler.is_loop_helper`).
+
+    Example:
+        >>> LoopHelper(learn=None).order, LoopHelper.loop_helper
+        (1000000000, True)
+    """
+
+    order = 10**9
+    loop_helper = True
+    run = True
+    run_train = True
+    run_valid = True
+
+    def __init__(self, learn: Any) -> None:
+        self.learn = learn
 
 
 class _Wrapped:

@@ -13,12 +13,12 @@ from ..exceptions import (
     CancelTrainException,
     CancelValidException,
 )
-from .common import COURSE_EVENTS, _defined, _detuple, _float_lrs, _tuple, _Wrapped
+from .common import COURSE_EVENTS, LoopHelper, _defined, _detuple, _float_lrs, _tuple, _Wrapped
 
 __all__ = ["CourseCallback", "FloatLrs", "RunnerView"]
 
 
-class FloatLrs:
+class FloatLrs(LoopHelper):
     """Learning rates that course-v3 callbacks left as tensors become floats before anything reads them.
 
     The course's schedules compute with tensors (``combine_scheds``) and its ``ParamScheduler``
@@ -35,15 +35,6 @@ class FloatLrs:
         >>> FloatLrs(learn).before_step(); opt.param_groups[0]["lr"]
         0.5
     """
-
-    order = 10**9
-    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
-    run = True
-    run_train = True
-    run_valid = True
-
-    def __init__(self, learn: Any) -> None:
-        self.learn = learn
 
     @property
     def name(self) -> str:

@@ -47,7 +47,7 @@ from ..exceptions import (
     CancelTrainException,
     CancelValidException,
 )
-from .common import _defined, _Wrapped
+from .common import LoopHelper, _defined, _Wrapped
 
 __all__ = ["SEED_EVENTS", "SeedCallback", "SeedFlags", "is_seed"]
 
@@ -92,7 +92,7 @@ def is_seed(cb: object) -> bool:
     return any(_takes_args(inspect.getattr_static(cb, n, None)) for n in _defined(cb, _WITH_ARGS))
 
 
-class SeedFlags:
+class SeedFlags(LoopHelper):
     """Shared state of the article's callbacks on one learner, and the last-running callback acting on it.
 
     Example:
@@ -100,14 +100,8 @@ class SeedFlags:
         1000000000
     """
 
-    order = 10**9
-    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
-    run = True
-    run_train = True
-    run_valid = True
-
     def __init__(self, learn: Any) -> None:
-        self.learn = learn
+        super().__init__(learn)
         self.fit_refused = False  # a begin_fit answered falsy: no after_fit
         self.epoch_refused = False  # a begin_epoch answered falsy: no after_epoch
         self.skip_step = False  # an after_backward answered falsy: no opt.step()

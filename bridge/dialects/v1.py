@@ -17,13 +17,13 @@ from ..exceptions import (
     CancelTrainException,
     CancelValidException,
 )
-from .common import V1_ARGUMENTS, V1_EVENTS, V1_STATE_KEYS, _defined, _detuple, _tuple, _Wrapped
+from .common import V1_ARGUMENTS, V1_EVENTS, V1_STATE_KEYS, LoopHelper, _defined, _detuple, _tuple, _Wrapped
 from .reads import keywords_read, narrow_call
 
 __all__ = ["V1Callback", "V1Flags", "V1Metric", "V1Prelude", "is_v1_metric"]
 
 
-class V1Prelude:
+class V1Prelude(LoopHelper):
     """What fastai v1's ``CallbackHandler`` did at an event *before* calling its callbacks.
 
     Runs first (order ``-10**9``): at ``on_epoch_begin`` it cleared ``stop_training``, at
@@ -44,14 +44,11 @@ class V1Prelude:
         (False, tensor(2.))
     """
 
-    order = -(10**9)
-    run = True
-    run_train = True
-    run_valid = True
-    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
+    order = -(10**9)  # first, not last
 
     def __init__(self, learn: Any, state: dict[str, Any], beta: float = 0.98) -> None:
-        self.learn, self.state, self.beta = learn, state, beta
+        super().__init__(learn)
+        self.state, self.beta = state, beta
         self.needed = False
         self.before_fit()
 
@@ -89,7 +86,7 @@ class V1Prelude:
         return self._smooth
 
 
-class V1Flags:
+class V1Flags(LoopHelper):
     """Shared v1 loop state for a learner, and the last-running callback that acts on its flags.
 
     v1 callbacks return flags (``stop_epoch``, ``skip_step``, ...); fastai v1 acted on
@@ -104,14 +101,8 @@ class V1Flags:
     this callback marks the state stale.
     """
 
-    order = 10**9
-    loop_helper = True  # the dialect's own: not among the user's callbacks (bridge.handler.is_loop_helper)
-    run = True
-    run_train = True
-    run_valid = True
-
     def __init__(self, learn: Any) -> None:
-        self.learn = learn
+        super().__init__(learn)
         self.state: dict[str, Any] = {"last_metrics": None, "stop_training": False, "skip_validate": False}
         self.prelude = V1Prelude(learn, self.state)
         self.prelude.before_batch()
