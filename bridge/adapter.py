@@ -45,7 +45,7 @@ from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
 from .levels import Levels
 from .train_eval import TrainEvalCallback
-from .trainer import quiet_profiler
+from .trainer import quiet_profiler, restore_profiler
 
 __all__ = ["LightningAdapter"]
 
@@ -276,9 +276,8 @@ class LightningAdapter(pl.Callback):
                 delattr(pl_module, name)
         self._manual.unwrap()
         pl_module.__dict__.pop(_ADAPTER_ATTR, None)
-        if self._profiler is not None:
-            setattr(trainer, "profiler", self._profiler)  # noqa: B010 (not declared on Trainer)
-            self._profiler = None
+        restore_profiler(trainer, self._profiler)
+        self._profiler = None
         self._calls = {}
         self._module = None
 
@@ -379,11 +378,11 @@ class LightningAdapter(pl.Callback):
         levels = self.levels
         if not levels.innermost("batch"):
             if levels.is_open("fit") and self.learn.training:
-                _drop_grads(optimizer)  # the batch was cancelled after backward: no step
+                optimizer.zero_grad(set_to_none=True)  # the batch was cancelled after backward: no step
             return
         levels.guard(levels.open_level, "step")
         if not levels.innermost("step"):
-            _drop_grads(optimizer)  # CancelStep (or an outer cancel): make the step a no-op
+            optimizer.zero_grad(set_to_none=True)  # CancelStep (or an outer cancel): make the step a no-op
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -398,9 +397,3 @@ class LightningAdapter(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.levels.pending_state = state_dict.get(CKPT_KEY)
-
-
-def _drop_grads(optimizer: Any) -> None:
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            p.grad = None

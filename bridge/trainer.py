@@ -41,6 +41,7 @@ __all__ = [
     "quiet",
     "quiet_profiler",
     "refuse_unsupported",
+    "restore_profiler",
     "with_atomic_io",
 ]
 
@@ -248,6 +249,19 @@ def quiet_profiler(trainer: pl.Trainer) -> PassThroughProfiler | None:
         return None
     owner.profiler = NoProfiler()
     return profiler
+
+
+def restore_profiler(trainer: pl.Trainer, profiler: PassThroughProfiler | None) -> None:
+    """Give ``trainer`` back the profiler :func:`quiet_profiler` returned (nothing to do for ``None``).
+
+    Example:
+        >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+        >>> restore_profiler(trainer, quiet_profiler(trainer)); type(trainer.profiler).__name__
+        'PassThroughProfiler'
+    """
+    if profiler is not None:
+        owner: Any = trainer  # not declared on Trainer (see quiet_profiler)
+        owner.profiler = profiler
 
 
 _ENTRY_POINTS: dict[tuple[Any, ...], Any] = {}

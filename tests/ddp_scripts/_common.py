@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from bridge import Learner
+from bridge import Callback, Learner
 
 T = TypeVar("T")
 
@@ -67,3 +67,16 @@ def named_cb(learn: Learner, name: str, cls: type[T]) -> T:
     if not isinstance(cb, cls):
         raise TypeError(f"learn.{name} is a {type(cb).__name__}, not a {cls.__name__}")
     return cb
+
+
+class LamLog(Callback):
+    """MixUp's mixing coefficients of every training batch (after MixUp's before_batch)."""
+
+    order = 5
+
+    def __init__(self) -> None:
+        self.lams: list[list[float]] = []
+
+    def after_loss(self) -> None:
+        if self.training:
+            self.lams.append(self.mix_up.lam.tolist())

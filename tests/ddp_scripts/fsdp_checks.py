@@ -27,7 +27,7 @@ from callbacks import (
     ReduceLROnPlateau,
     SaveModelCallback,
 )
-from tests.ddp_scripts._common import dump, run
+from tests.ddp_scripts._common import LamLog, dump, run
 from tests.helpers import make_data, make_learner
 
 FSDP = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1)
@@ -110,19 +110,6 @@ class Epochs(Callback):
 
     def before_epoch(self) -> None:
         self.seen.append(self.epoch)
-
-
-class LamLog(Callback):
-    """MixUp's mixing coefficients of every training batch (after MixUp's before_batch)."""
-
-    order = 5
-
-    def __init__(self) -> None:
-        self.lams: list[list[float]] = []
-
-    def after_loss(self) -> None:
-        if self.training:
-            self.lams.append(self.mix_up.lam.tolist())
 
 
 class LrLog(Callback):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from bridge import Callback
 from bridge.distributed import global_rank
 from callbacks import MixUp, Recorder
-from tests.ddp_scripts._common import dump, named_cb, run
+from tests.ddp_scripts._common import LamLog, dump, named_cb, run
 from tests.helpers import make_data, make_learner
 
 
@@ -15,22 +14,9 @@ def accuracy(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (pred.argmax(-1) == y).float().mean()
 
 
-class Log(Callback):
-    """Records the mixing coefficients of every training batch."""
-
-    order = 5
-
-    def __init__(self) -> None:
-        self.lams: list[list[float]] = []
-
-    def after_loss(self) -> None:
-        if self.training:
-            self.lams.append(self.mix_up.lam.tolist())
-
-
 def main(argv: list[str]) -> None:
     torch.manual_seed(0)
-    log = Log()
+    log = LamLog()
     learn = make_learner(".", data=make_data(n=512, bs=32), cbs=[MixUp(), log], metrics=accuracy, lr=3e-2)
     torch.manual_seed(0)  # the global seed both ranks share (make_model seeds too)
     learn.fit(4, accelerator="cpu", devices=2, strategy="ddp")
