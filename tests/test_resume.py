@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import script_command, script_env
 
@@ -47,3 +48,33 @@ def test_killed_mid_epoch_resumes_with_the_next_unseen_batch(tmp_path: Path) -> 
     assert a["weights"] == b["weights"]  # bit-identical
     assert a["lrs"] == b["lrs"] and len(a["lrs"]) == 36  # the one-cycle schedule continued mid-epoch
     assert a["losses"] == b["losses"] and a["values"] == b["values"]  # the Recorder's history too
+
+
+def test_lightning_async_checkpoint_io_around_the_atomic_one_resumes(tmp_path: Path) -> None:
+    """docs/performance.md's opt-in: Lightning's AsyncCheckpointIO around AtomicCheckpointIO.
+
+    The fit's end waits for the last write, and a later ``resume=True`` continues from it exactly
+    as from a checkpoint written in place: the same weights and history as one straight fit.
+    """
+    import torch
+    from lightning.pytorch.plugins.io import AsyncCheckpointIO
+
+    from bridge.checkpoint_io import AtomicCheckpointIO
+    from tests.helpers import make_data, make_learner
+
+    def learner(folder: Path) -> Any:
+        torch.manual_seed(0)
+        return make_learner(folder, data=make_data(n=64, n_valid=32, bs=16))
+
+    straight = learner(tmp_path / "straight")
+    straight.fit(4)
+    broken = learner(tmp_path / "broken")
+    broken.fit(2, plugins=[AsyncCheckpointIO(AtomicCheckpointIO())])
+    last = tmp_path / "broken" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # in place when fit returned
+    assert not list(last.parent.glob("*.tmp"))
+    broken.fit(4, resume=True, plugins=[AsyncCheckpointIO(AtomicCheckpointIO())])
+    assert torch.load(last, weights_only=True)["epoch"] == 3
+    for a, b in zip(straight.model.state_dict().values(), broken.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert broken.recorder.values == straight.recorder.values and len(broken.recorder.values) == 4

@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_overhead import NoOpCourseV3, NoOpV1, NoOpV2
 
+from bridge.handler import is_loop_helper
 from bridge.host import CallbackHost
 from bridge.train_eval import TrainEvalCallback
 
@@ -86,7 +87,7 @@ def per_batch(host: CallbackHost, number: int, repeats: int) -> float:
 def subscribed(make: Any) -> int:
     """How many of the batch events one callback of this kind runs at."""
     handler = make_host(make, 1).cb_handler
-    (mine,) = [c for c in handler.cbs if type(c).__name__ not in ("TrainEvalCallback", "V1Flags", "SeedFlags")]
+    (mine,) = [c for c in handler.cbs if not isinstance(c, TrainEvalCallback) and not is_loop_helper(c)]
     return sum(any(c is mine for c in handler.subscribers(e)) for e in BATCH_EVENTS)
 
 
