@@ -23,5 +23,7 @@ def test_one_callback_of_each_dialect_runs_at_its_batch_events(make: type, event
 
 def test_a_short_run_reports_every_dialect() -> None:
     out = bench_dispatch.main(["--n", "2", "--repeats", "2", "--number", "3"])
-    assert sorted(out) == sorted(["base_us"] + [f"{d}_{k}" for d in ("v2", "v1", "course") for k in ("us", "ns_per_cb_event")])
+    assert sorted(out) == sorted(
+        ["base_us"] + [f"{d}_{k}" for d in ("v2", "v1", "course") for k in ("us", "ns_per_cb_event")]
+    )
     assert all(out[f"{d}_us"] > 0 for d in ("v2", "v1", "course"))
