@@ -87,17 +87,22 @@ def test_import_costs_median_over_alternating_rounds() -> None:
         seen.append(statement)
         return float(next(values))
 
-    out = import_costs(3, measure=measure)
+    out = import_costs(3, measure=measure, warmup=1)
     assert set(out) == set(bench_peer.IMPORTS)
-    assert len(seen) == 3 * len(bench_peer.IMPORTS)
+    n = len(bench_peer.IMPORTS)
+    assert len(seen) == 4 * n  # the warm-up round runs but is not counted
     for s in out.values():
         assert s["median"] == statistics.median(s["samples"]) and s["min"] == min(s["samples"])
-        assert len(s["samples"]) == 3
+        assert len(s["samples"]) == 3 and min(s["samples"]) > n  # none of the warm-up's values 1..n
     # round 1 runs round 0's order backwards
-    n = len(bench_peer.IMPORTS)
     assert seen[n : 2 * n] == seen[:n][::-1]
 
 
 def test_budgeted_pairs_name_known_variants() -> None:
     assert {v for pair in PAIRS for v in pair} == set(VARIANTS)
     assert ("fastlight", "fastai") in PAIRS and ("fastlight", "lightning") in PAIRS
+
+
+def test_imports_are_timed_with_pythons_default_bytecode_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as on the CI machines
+    assert bench_peer.import_seconds("import sys; assert not sys.flags.dont_write_bytecode") >= 0

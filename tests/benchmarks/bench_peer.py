@@ -164,27 +164,36 @@ def pair_report(times: dict[str, list[float]], num: str, den: str) -> dict[str, 
 def import_seconds(statement: str, python: str = sys.executable) -> float:
     """Seconds ``statement`` takes in a fresh interpreter (start-up excluded), from the repository root.
 
+    With Python's default bytecode cache even where ``PYTHONDONTWRITEBYTECODE`` is set (as on the
+    CI machines): installed packages come with compiled files, and a user's first import compiles
+    the repository's own once, so that is not charged to every round.
+
     Example:
         >>> 0 <= import_seconds("import json") < 5
         True
     """
     code = f"import time; t = time.perf_counter(); {statement}; print(repr(time.perf_counter() - t))"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     out = subprocess.run([python, "-c", code], check=True, capture_output=True, text=True, cwd=REPO, env=env)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def import_costs(repeats: int, measure: Callable[[str], float] = import_seconds) -> dict[str, Any]:
+def import_costs(repeats: int, measure: Callable[[str], float] = import_seconds, warmup: int = 1) -> dict[str, Any]:
     """Per module of :data:`IMPORTS`: median, min and samples over ``repeats`` alternating rounds.
+
+    ``warmup`` rounds run first and are not counted (they compile the repository's modules).
 
     Example:
         >>> import_costs(2, measure=len)["torch"]["samples"]
         [12, 12]
     """
     samples: dict[str, list[float]] = {name: [] for name in IMPORTS}
-    for r in range(repeats):
+    for r in range(warmup + repeats):
         for name in run_order(list(IMPORTS), r):
-            samples[name].append(measure(IMPORTS[name]))
+            seconds = measure(IMPORTS[name])
+            if r >= warmup:
+                samples[name].append(seconds)
     return {name: {"median": statistics.median(xs), "min": min(xs), "samples": xs} for name, xs in samples.items()}
 
 
