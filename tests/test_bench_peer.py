@@ -104,5 +104,5 @@ def test_budgeted_pairs_name_known_variants() -> None:
 
 
 def test_imports_are_timed_with_pythons_default_bytecode_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as on the CI machines
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")  # as in this project's sandbox
     assert bench_peer.import_seconds("import sys; assert not sys.flags.dont_write_bytecode") >= 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from tests.helpers import script_command, script_env
 
@@ -59,10 +58,11 @@ def test_lightning_async_checkpoint_io_around_the_atomic_one_resumes(tmp_path: P
     import torch
     from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
+    from bridge import Learner
     from bridge.checkpoint_io import AtomicCheckpointIO
     from tests.helpers import make_data, make_learner
 
-    def learner(folder: Path) -> Any:
+    def learner(folder: Path) -> Learner:
         torch.manual_seed(0)
         return make_learner(folder, data=make_data(n=64, n_valid=32, bs=16))
 

@@ -164,8 +164,8 @@ def pair_report(times: dict[str, list[float]], num: str, den: str) -> dict[str, 
 def import_seconds(statement: str, python: str = sys.executable) -> float:
     """Seconds ``statement`` takes in a fresh interpreter (start-up excluded), from the repository root.
 
-    With Python's default bytecode cache even where ``PYTHONDONTWRITEBYTECODE`` is set (as on the
-    CI machines): installed packages come with compiled files, and a user's first import compiles
+    With Python's default bytecode cache even where ``PYTHONDONTWRITEBYTECODE`` is set (as in this
+    project's sandbox): installed packages come with compiled files, and a user's first import compiles
     the repository's own once, so that is not charged to every round.
 
     Example:
