@@ -44,8 +44,8 @@ from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
 from .levels import Levels
+from .profiler import quiet_profiler, restore_profiler
 from .train_eval import TrainEvalCallback
-from .trainer import quiet_profiler, restore_profiler
 
 __all__ = ["LightningAdapter"]
 

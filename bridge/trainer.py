@@ -23,15 +23,14 @@ from lightning.fabric.utilities import registry
 from lightning.pytorch.callbacks import ModelCheckpoint, StochasticWeightAveraging
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import CheckpointIO
-from lightning.pytorch.profilers import PassThroughProfiler
 
 from .checkpoint_io import AtomicCheckpointIO
 from .checks import check_path
+from .profiler import NoProfiler
 from .sharding import check_strategy, fresh_strategy
 
 __all__ = [
     "LastCheckpoint",
-    "NoProfiler",
     "cached_entry_points",
     "check_ckpt_path",
     "check_trainer_options",
@@ -39,9 +38,7 @@ __all__ = [
     "interactive_output",
     "make_trainer",
     "quiet",
-    "quiet_profiler",
     "refuse_unsupported",
-    "restore_profiler",
     "with_atomic_io",
 ]
 
@@ -206,62 +203,6 @@ class LastCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return self._state_key
-
-
-class NoProfiler(PassThroughProfiler):
-    """Lightning's default profiler (none), minus the cost of saying so: one shared null context.
-
-    Lightning wraps each hook, loop step and strategy call in ``trainer.profiler.profile(name)``,
-    17 times a batch for a plain module; its ``PassThroughProfiler`` builds a generator-based
-    context manager each time (~1.1 µs here) to do nothing. A Learner's Trainer gets this one
-    unless ``profiler=`` is given.
-
-    Example:
-        >>> with NoProfiler().profile("[Callback]Recorder.on_train_batch_end"):
-        ...     pass
-        >>> NoProfiler().profile("a") is NoProfiler().profile("b")
-        True
-    """
-
-    _NOTHING = contextlib.nullcontext()
-
-    def profile(self, action_name: str) -> contextlib.nullcontext[None]:  # type: ignore[override]
-        return self._NOTHING
-
-
-def quiet_profiler(trainer: pl.Trainer) -> PassThroughProfiler | None:
-    """For a fit, a Trainer that profiles nothing does so at no cost; returns the profiler to restore.
-
-    Lightning's own ``PassThroughProfiler`` (``profiler=None``) becomes :class:`NoProfiler`; any
-    other profiler is left alone (``None`` is returned). ``LightningAdapter`` does this for the fit
-    of a Trainer it did not build.
-
-    Example:
-        >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
-        >>> before = quiet_profiler(trainer); type(trainer.profiler).__name__
-        'NoProfiler'
-        >>> trainer.profiler = before; type(trainer.profiler).__name__
-        'PassThroughProfiler'
-    """
-    owner: Any = trainer  # Lightning sets `profiler` in a connector: not declared on Trainer
-    profiler = owner.profiler
-    if type(profiler) is not PassThroughProfiler:
-        return None
-    owner.profiler = NoProfiler()
-    return profiler
-
-
-def restore_profiler(trainer: pl.Trainer, profiler: PassThroughProfiler | None) -> None:
-    """Give ``trainer`` back the profiler :func:`quiet_profiler` returned (nothing to do for ``None``).
-
-    Example:
-        >>> trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
-        >>> restore_profiler(trainer, quiet_profiler(trainer)); type(trainer.profiler).__name__
-        'PassThroughProfiler'
-    """
-    if profiler is not None:
-        owner: Any = trainer  # not declared on Trainer (see quiet_profiler)
-        owner.profiler = profiler
 
 
 _ENTRY_POINTS: dict[tuple[Any, ...], Any] = {}

@@ -316,7 +316,7 @@ def test_mixup_without_loss_func_fails_at_setup_naming_the_fix(tmp_path: Path) -
 def test_adapter_makes_the_default_profiler_free_for_the_fit_and_leaves_others(tmp_path: Path) -> None:
     from lightning.pytorch.profilers import PassThroughProfiler, SimpleProfiler
 
-    from bridge.trainer import NoProfiler
+    from bridge.profiler import NoProfiler
 
     seen: list[Any] = []
 

@@ -306,7 +306,7 @@ def test_data_module_batch_transfer_hooks_run_and_are_chosen_per_fit(tmp_path: P
 def test_the_trainer_profiles_nothing_unless_given_a_profiler(tmp_path: Path) -> None:
     from lightning.pytorch.profilers import SimpleProfiler
 
-    from bridge.trainer import NoProfiler
+    from bridge.profiler import NoProfiler
 
     learn = make_learner(tmp_path)
     learn.fit(1)
