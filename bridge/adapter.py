@@ -37,7 +37,7 @@ import lightning.pytorch as pl
 from torch import Tensor
 
 from . import hooks
-from .adapter_host import AdapterHost, QuietRecorder, check_pred
+from .adapter_host import AdapterHost, check_pred
 from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
 from .adapter_patch import Patched
 from .callback_state import CKPT_KEY, callback_states
@@ -45,6 +45,7 @@ from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
 from .levels import Levels
 from .profiler import quiet_profiler, restore_profiler
+from .recorder import Recorder
 from .train_eval import TrainEvalCallback
 
 __all__ = ["LightningAdapter"]
@@ -224,7 +225,7 @@ class LightningAdapter(pl.Callback):
         self._is_manual = False
         defaults: list[Any] = [TrainEvalCallback()]
         if recorder:
-            defaults.append(QuietRecorder())
+            defaults.append(Recorder())
         self.learn.add_cbs(defaults)
         self.learn.add_cbs(cbs)
         self._module: pl.LightningModule | None = None

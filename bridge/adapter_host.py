@@ -21,12 +21,22 @@ from torch import Tensor
 
 from .distributed import is_global_zero
 from .host import CallbackHost
-from .recorder import Recorder
 
-__all__ = ["VALID_LOSS_KEYS", "AdapterHost", "QuietRecorder", "check_pred"]
+__all__ = ["VALID_LOSS_KEYS", "AdapterHost", "check_pred", "no_table"]
 
 #: Logged keys that stand for ``valid_loss`` when the module's ``validation_step`` returns no loss, first match.
 VALID_LOSS_KEYS = ("valid_loss", "val_loss", "val/loss", "valid/loss", "validation_loss", "validation/loss")
+
+
+def no_table(row: list[Any]) -> None:
+    """The adapter's ``learn.logger``: the Recorder's epoch rows are not printed (the module owns its output).
+
+    ``adapter.learn.logger = EpochTable(adapter.learn)`` (:class:`~bridge.output.EpochTable`) prints them;
+    fastai's ``CSVLogger`` wraps whichever logger is there, as in fastai.
+
+    Example:
+        >>> no_table([0, 0.5, 0.4, "00:01"])  # prints nothing
+    """
 
 
 class AdapterHost(CallbackHost):
@@ -42,6 +52,7 @@ class AdapterHost(CallbackHost):
         self.loss_func = loss_func
         self._n_inp = n_inp
         self._no_logging = True  # the user's module owns its logging (no epoch table, nothing logged)
+        self.logger: Any = no_table
         self._given_path = path
         if path is not None:
             self.path = path
@@ -86,22 +97,6 @@ class AdapterHost(CallbackHost):
                     values["valid_loss"] = logged[key]
                     break
         return values
-
-
-class QuietRecorder(Recorder):
-    """The Recorder, minus its epoch table: under the adapter the module's progress bar and loggers show values.
-
-    Example:
-        >>> QuietRecorder().name
-        'recorder'
-    """
-
-    @property
-    def name(self) -> str:
-        return "recorder"
-
-    def _print_row(self, row: list[Any]) -> None:
-        return None
 
 
 def check_pred(learn: CallbackHost, module: pl.LightningModule) -> None:

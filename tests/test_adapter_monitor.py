@@ -169,3 +169,29 @@ def test_trackers_change_nothing_but_what_they_do(tmp_path: Path) -> None:
     assert seen.values == plain.values
     assert all(torch.equal(a, b) for a, b in zip(seen.weights, plain.weights))
     assert np.isfinite(seen.values).all()
+
+
+def test_the_recorder_prints_no_epoch_table_under_the_adapter_unless_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # docs/porting.md: the module owns its output; a tracker's message still prints (rank 0).
+    save = SaveModelCallback(monitor="val_loss", fname="best")
+    adapter, _ = fit(tmp_path / "quiet", LoggedMetrics(), [save], 3)
+    assert adapter is not None and len(adapter.learn.recorder.values) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all(line.startswith("Better model found") for line in lines)
+
+    from bridge.output import EpochTable
+
+    loud = LightningAdapter([])
+    loud.learn.logger = EpochTable(loud.learn)  # fastai's learn.logger: the table, when asked for
+    trainer = pl.Trainer(max_epochs=2, callbacks=[loud], enable_checkpointing=False, enable_model_summary=False,
+                         num_sanity_val_steps=0, default_root_dir=tmp_path / "loud", enable_progress_bar=False,
+                         logger=False)  # fmt: skip
+    data = make_data(n=96, n_valid=64, bs=32)
+    trainer.fit(LoggedMetrics(), data.train_dl, data.valid_dl)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["epoch", "train_loss", "valid_loss", "time"]
+    rows = [line.split() for line in lines[1:] if line[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [0, 1]
+    assert [float(r[1]) for r in rows] == pytest.approx([v[0] for v in loud.learn.recorder.values], abs=1e-6)
