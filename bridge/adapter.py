@@ -119,9 +119,26 @@ class _AdapterOps(BatchOps):
         return loss if isinstance(loss, Tensor) else None
 
 
+class _Owner:
+    """The module's link to its adapter during a fit. A copy of the module gets none (Lightning's
+    ``WeightAveraging`` deep-copies the module at setup): its patched methods run the class's own."""
+
+    __slots__ = ("adapter",)
+
+    def __init__(self, adapter: LightningAdapter | None = None) -> None:
+        self.adapter = adapter
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Owner:
+        return _Owner()
+
+    def __reduce__(self) -> tuple[type[_Owner], tuple[()]]:
+        return _Owner, ()
+
+
 def _dispatch(module: pl.LightningModule, name: str, *args: Any, **kwargs: Any) -> Any:
-    adapter = module.__dict__.get(_ADAPTER_ATTR)
-    if adapter is None:  # e.g. a copy made after the fit
+    owner = module.__dict__.get(_ADAPTER_ATTR)
+    adapter = owner.adapter if owner is not None else None
+    if adapter is None:  # a copy of the module (made during or after the fit)
         return getattr(type(module), name)(module, *args, **kwargs)
     return adapter._calls[name](*args, **kwargs)
 
@@ -255,7 +272,7 @@ class LightningAdapter(pl.Callback):
         if learn._given_path is None:
             learn.path = Path(trainer.default_root_dir)
         check_pred(learn, pl_module)
-        pl_module.__dict__[_ADAPTER_ATTR] = self
+        pl_module.__dict__[_ADAPTER_ATTR] = _Owner(self)
         self._calls = {
             name: functools.partial(getattr(self, "_" + name), Patched(pl_module, name)) for name in _PATCHES
         }

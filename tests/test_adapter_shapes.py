@@ -300,3 +300,32 @@ def test_a_datamodule_reading_the_trainers_world_size(tmp_path: Path) -> None:
     trainer.fit(BatchOnly(), datamodule=data)
     assert count.sizes == [32, 32, 32]  # 32 // world_size 1
     assert count.learn.dls is data
+
+
+def test_lightnings_weight_averaging_copies_the_module_not_the_adapter(tmp_path: Path) -> None:
+    # Lightning's WeightAveraging (EMA/SWA) deep-copies the module at setup, after the adapter patched it.
+    from lightning.pytorch.callbacks import WeightAveraging
+
+    def run(with_adapter: bool) -> tuple[WeightAveraging, LightningAdapter | None, pl.LightningModule, Trace]:
+        trace, averaging = Trace(), WeightAveraging()
+        adapter = LightningAdapter([trace]) if with_adapter else None
+        data = make_data(n=96, n_valid=64, bs=32)
+        trainer = pl.Trainer(max_epochs=2, callbacks=[*([adapter] if adapter else []), averaging],
+                             enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                             default_root_dir=tmp_path, enable_progress_bar=False, logger=False)  # fmt: skip
+        torch.manual_seed(1)
+        module = LoggedMetrics()
+        trainer.fit(module, data.train_dl, data.valid_dl)
+        return averaging, adapter, module, trace
+
+    plain_avg, _, plain, _ = run(False)
+    avg, adapter, module, trace = run(True)
+    assert adapter is not None
+    assert torch.equal(flat(module), flat(plain))  # the averaged weights, loaded at fit end: the same
+    copy = avg._average_model.module  # type: ignore[union-attr]
+    assert torch.equal(flat(copy), flat(plain_avg._average_model.module))  # type: ignore[union-attr]
+    n = len(trace.events)
+    x = torch.randn(4, 8)
+    assert torch.equal(copy(x), type(copy).forward(copy, x))  # the copy runs its class's forward
+    assert len(trace.events) == n  # and fires no event on the fit's callbacks
+    assert not any(isinstance(v, LightningAdapter) for v in vars(copy).values())
