@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import os
-import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from torch import Tensor
 from . import hooks
 from .adapter_host import AdapterHost, check_pred
 from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
-from .adapter_patch import Patched
+from .adapter_patch import Patched, patch, unpatch
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
@@ -119,58 +118,15 @@ class _AdapterOps(BatchOps):
         return loss if isinstance(loss, Tensor) else None
 
 
-class _Owner:
-    """The module's link to its adapter during a fit. A copy of the module gets none (Lightning's
-    ``WeightAveraging`` deep-copies the module at setup): its patched methods run the class's own."""
-
-    __slots__ = ("adapter",)
-
-    def __init__(self, adapter: LightningAdapter | None = None) -> None:
-        self.adapter = adapter
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Owner:
-        return _Owner()
-
-    def __reduce__(self) -> tuple[type[_Owner], tuple[()]]:
-        return _Owner, ()
-
-
-def _dispatch(module: pl.LightningModule, name: str, *args: Any, **kwargs: Any) -> Any:
-    owner = module.__dict__.get(_ADAPTER_ATTR)
-    adapter = owner.adapter if owner is not None else None
-    if adapter is None:  # a copy of the module (made during or after the fit)
-        return getattr(type(module), name)(module, *args, **kwargs)
-    return adapter._calls[name](*args, **kwargs)
-
-
-# Plain functions bound to the module (real methods, so Lightning's override checks see code).
-def _training_step(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
-    return _dispatch(self, "training_step", *args, **kwargs)
-
-
-def _validation_step(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
-    return _dispatch(self, "validation_step", *args, **kwargs)
-
-
-def _forward(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
-    return _dispatch(self, "forward", *args, **kwargs)
-
-
-def _on_train_batch_start(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
-    return _dispatch(self, "on_train_batch_start", *args, **kwargs)
-
-
-def _manual_backward(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
-    return _dispatch(self, MANUAL_PATCH, *args, **kwargs)
-
-
-_PATCHES = {
-    "training_step": _training_step,
-    "validation_step": _validation_step,
-    "forward": _forward,
-    "on_train_batch_start": _on_train_batch_start,
-}
-_ADAPTER_ATTR = "_fastlight_adapter"
+#: Per-batch Callback hooks the adapter does not use. Lightning skips a hook that is not callable, and
+#: pays ~1 µs for each one it calls (profiler context, hook name, state_key): these are set to None.
+_UNUSED_BATCH_HOOKS = (
+    "on_train_batch_start",
+    "on_before_backward",
+    "on_before_zero_grad",
+    "on_validation_batch_start",
+    "on_validation_batch_end",
+)
 
 
 class LightningAdapter(pl.Callback):
@@ -246,9 +202,11 @@ class LightningAdapter(pl.Callback):
         self.learn.add_cbs(defaults)
         self.learn.add_cbs(cbs)
         self._module: pl.LightningModule | None = None
-        self._calls: dict[str, Callable[..., Any]] = {}
         self._key: tuple[int, str] = (-1, "")
         self._profiler: Any = None  # the Trainer's own, restored at teardown
+        for name in _UNUSED_BATCH_HOOKS:
+            if getattr(type(self), name) is getattr(pl.Callback, name):  # not a subclass's own
+                self.__dict__[name] = None
 
     @property
     def cbs(self) -> list[Any]:
@@ -272,36 +230,35 @@ class LightningAdapter(pl.Callback):
         if learn._given_path is None:
             learn.path = Path(trainer.default_root_dir)
         check_pred(learn, pl_module)
-        pl_module.__dict__[_ADAPTER_ATTR] = _Owner(self)
-        self._calls = {
-            name: functools.partial(getattr(self, "_" + name), Patched(pl_module, name)) for name in _PATCHES
-        }
-        for name, fn in _PATCHES.items():
-            if name == "validation_step" and type(pl_module).validation_step is pl.LightningModule.validation_step:
-                continue  # no validation_step: patching one in would make Lightning run validation
-            setattr(pl_module, name, types.MethodType(fn, pl_module))
+        self._wrap(pl_module, "training_step", self._training_step)
+        self._wrap(pl_module, "forward", self._forward)
+        if type(pl_module).validation_step is not pl.LightningModule.validation_step:
+            self._wrap(
+                pl_module, "validation_step", self._validation_step
+            )  # none: patching one in would run validation
         self._is_manual = not pl_module.automatic_optimization
         if self._is_manual:  # see bridge.adapter_manual
             check_manual(trainer, learn.loss_func)
-            patched = Patched(pl_module, MANUAL_PATCH)
-            self._calls[MANUAL_PATCH] = functools.partial(self._manual.manual_backward, patched)
-            setattr(pl_module, MANUAL_PATCH, types.MethodType(_manual_backward, pl_module))
+            self._wrap(pl_module, MANUAL_PATCH, self._manual.manual_backward)
         self._module = pl_module
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        for name, fn in [*_PATCHES.items(), (MANUAL_PATCH, _manual_backward)]:
-            if getattr(pl_module.__dict__.get(name), "__func__", None) is fn:
-                delattr(pl_module, name)
+        unpatch(pl_module)
         self._manual.unwrap()
-        pl_module.__dict__.pop(_ADAPTER_ATTR, None)
         restore_profiler(trainer, self._profiler)
         self._profiler = None
-        self._calls = {}
         self._module = None
+
+    def _wrap(self, module: pl.LightningModule, name: str, method: Callable[..., Any]) -> None:
+        patch(module, name, functools.partial(method, Patched(module, name)))
 
     def _cancelled(self, level: str) -> None:
         if level == "fit" and self.learn.trainer is not None:
             self.learn.trainer.should_stop = True
+        module = self._module
+        if level in ("fit", "epoch") and module is not None and "on_train_batch_start" not in vars(module):
+            # Only now (not on every batch): the module's hook returns -1, Lightning's "skip the rest of the epoch".
+            self._wrap(module, "on_train_batch_start", self._on_train_batch_start)
 
     def _on_train_batch_start(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
         result = patched.call(*args, **kwargs)

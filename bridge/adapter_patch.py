@@ -1,4 +1,10 @@
-"""``Patched``: how :class:`~bridge.LightningAdapter` calls the module method it wraps for a fit."""
+"""How :class:`~bridge.LightningAdapter` wraps a module's methods for a fit: ``patch``, ``unpatch``, ``Patched``.
+
+The wrappers are instance attributes bound to the module (real methods, so Lightning's
+override and signature checks see code); each finds its call through the module's owner
+record. A copy of the module made during the fit (Lightning's ``WeightAveraging`` deep-copies
+it at setup) gets an empty record: its wrappers run the class's own methods.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,77 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-__all__ = ["Patched"]
+__all__ = ["Patched", "patch", "patched_names", "unpatch"]
+
+_OWNER = "_fastlight_adapter"
+
+
+class _Owner:
+    """The calls a module's wrappers make during a fit; a copy of it (deepcopy, pickle) has none."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: dict[str, Callable[..., Any]] | None = None) -> None:
+        self.calls = calls if calls is not None else {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Owner:
+        return _Owner()
+
+    def __reduce__(self) -> tuple[type[_Owner], tuple[()]]:
+        return _Owner, ()
+
+
+def _wrapper(name: str) -> Callable[..., Any]:
+    def method(self: pl.LightningModule, *args: Any, **kwargs: Any) -> Any:
+        owner = self.__dict__.get(_OWNER)
+        call = owner.calls.get(name) if owner is not None else None
+        if call is None:  # a copy of the module, or a name this fit does not wrap
+            return getattr(type(self), name)(self, *args, **kwargs)
+        return call(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    method._fastlight_wrapper = True  # type: ignore[attr-defined]
+    return method
+
+
+def patch(module: pl.LightningModule, name: str, call: Callable[..., Any]) -> None:
+    """From now on ``module.<name>(...)`` runs ``call(...)`` (until :func:`unpatch`).
+
+    Example:
+        >>> m = pl.LightningModule()
+        >>> patch(m, "forward", lambda x: x + 1); m(1), patched_names(m)
+        (2, ['forward'])
+        >>> unpatch(m); patched_names(m)
+        []
+    """
+    owner = module.__dict__.get(_OWNER)
+    if owner is None:
+        owner = module.__dict__[_OWNER] = _Owner()
+    owner.calls[name] = call
+    setattr(module, name, types.MethodType(_wrapper(name), module))
+
+
+def patched_names(module: pl.LightningModule) -> list[str]:
+    """The names :func:`patch` wrapped on ``module``.
+
+    Example:
+        >>> patched_names(pl.LightningModule())
+        []
+    """
+    return [k for k, v in vars(module).items() if getattr(getattr(v, "__func__", None), "_fastlight_wrapper", False)]
+
+
+def unpatch(module: pl.LightningModule) -> None:
+    """Remove every wrapper :func:`patch` set: the class's methods are the module's again.
+
+    Example:
+        >>> m = pl.LightningModule(); patch(m, "forward", lambda: "wrapped"); unpatch(m)
+        >>> "forward" in vars(m)
+        False
+    """
+    for name in patched_names(module):
+        delattr(module, name)
+    module.__dict__.pop(_OWNER, None)
 
 
 class Patched:
