@@ -1,7 +1,7 @@
 """LightningModules in the shapes real projects write them (Lightning's docs, tutorials and templates).
 
 Each logs its own values with ``self.log`` and knows nothing of fastlight; the adapter tests
-(tests/test_adapter_shapes.py, tests/test_adapter_files.py) run fastai callbacks on them.
+(tests/test_adapter_shapes.py, tests/test_adapter_monitor.py) run fastai callbacks on them.
 """
 
 from __future__ import annotations
