@@ -255,12 +255,21 @@ class LightningAdapter(pl.Callback):
     def _cancelled(self, level: str) -> None:
         if level == "fit" and self.learn.trainer is not None:
             self.learn.trainer.should_stop = True
+        if level in ("fit", "epoch"):
+            self._wrap_batch_start()
+
+    def _wrap_batch_start(self) -> None:
+        """From now on the module's ``on_train_batch_start`` is the adapter's (none is needed before).
+
+        It returns -1 (Lightning's "skip the rest of the epoch") once the epoch is cancelled, and
+        resumes training after a validation inside the epoch (:func:`bridge.hooks.resume_train`).
+        """
         module = self._module
-        if level in ("fit", "epoch") and module is not None and "on_train_batch_start" not in vars(module):
-            # Only now (not on every batch): the module's hook returns -1, Lightning's "skip the rest of the epoch".
+        if module is not None and "on_train_batch_start" not in vars(module):
             self._wrap(module, "on_train_batch_start", self._on_train_batch_start)
 
     def _on_train_batch_start(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
+        hooks.resume_train(self.levels)
         result = patched.call(*args, **kwargs)
         # -1 (from the module's hook only) skips the rest of the epoch and its validation.
         return -1 if not self.levels.is_open("epoch") else result
@@ -334,6 +343,8 @@ class LightningAdapter(pl.Callback):
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         hooks.on_validation_epoch_start(self.levels, trainer)
+        if self.levels.train_paused:  # a validation inside the epoch: its next batch resumes training
+            self._wrap_batch_start()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         hooks.on_validation_epoch_end(self.levels, trainer)

@@ -15,6 +15,8 @@ on_train_epoch_start            before_epoch, before_train
 training_step / validation_step the batch events (see ``bridge.engine``)
 on_validation_epoch_start       after_train, before_validate
 on_validation_epoch_end         after_validate
+on_train_batch_start            before_train again, after a validation inside the epoch
+  (``resume_train``)              (``val_check_interval``), at the epoch's position
 on_train_epoch_end              after_train (if no validation ran), after_epoch
 on_fit_end / on_exception      after_fit
 on_validation_start/_end        before_fit, before_epoch / after_epoch, after_fit
@@ -28,6 +30,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +52,7 @@ def on_fit_start(levels: Levels, trainer: pl.Trainer) -> None:
     learn.stage = "fit"
     levels.sync = _make_sync(trainer)
     if trainer.max_epochs is not None and trainer.max_epochs > 0:
-        learn.n_epoch = int(trainer.max_epochs)
+        learn.n_epoch = int(trainer.max_epochs)  # refined at each epoch start (_fit_length)
     levels.reset()
     levels.at_hook(levels.open_level, "fit")
     if levels.pending_state is not None:
@@ -88,11 +92,12 @@ def on_train_epoch_start(levels: Levels, trainer: pl.Trainer) -> None:
         return
     learn = levels.learn
     learn.epoch = trainer.current_epoch
+    levels.train_paused = False
 
     def start() -> None:
         levels.open_level("epoch")
-        learn.dl = trainer.train_dataloader
-        learn.n_iter = _len(learn.dl)
+        _train_loader(learn, trainer)
+        _fit_length(learn, trainer)
         levels.open_level("train")
 
     levels.at_hook(start)
@@ -105,11 +110,12 @@ def on_validation_epoch_start(levels: Levels, trainer: pl.Trainer) -> None:
     learn = levels.learn
 
     def start() -> None:
-        if trainer.state.fn == "fit":
+        if trainer.state.fn == "fit" and levels.innermost("train"):
             levels.close_level("train")
+            levels.train_paused = True  # if Lightning trains on in this epoch: resume_train
         if levels.is_open("epoch"):
             learn.dl = _first(trainer.val_dataloaders)
-            learn.n_iter = _len(learn.dl)
+            learn.n_iter = _batches(trainer.num_val_batches, learn.dl)
             levels.open_level("validate")
 
     levels.at_hook(start)
@@ -119,6 +125,26 @@ def on_validation_epoch_end(levels: Levels, trainer: pl.Trainer) -> None:
     """``on_validation_epoch_end``: after_validate."""
     if not trainer.sanity_checking:
         levels.at_hook(levels.close_level, "validate")
+
+
+def resume_train(levels: Levels) -> None:
+    """A training batch after a validation inside the epoch: ``before_train`` again (one flag test otherwise).
+
+    fastai validates only at an epoch's end; Lightning's ``val_check_interval`` validates within
+    it too, then trains on. The epoch's training resumes where it was: ``pct_train`` and
+    ``train_iter`` go on from the validation's point (``TrainEvalCallback.keep_position``).
+    """
+    if not levels.train_paused:
+        return
+    levels.train_paused = False
+    learn = levels.learn
+    if levels.innermost("epoch"):
+        keep = getattr(getattr(learn, "train_eval", None), "keep_position", None)
+        if keep is not None:
+            keep()
+        if learn.trainer is not None:
+            _train_loader(learn, learn.trainer)
+        levels.at_hook(levels.open_level, "train")
 
 
 def on_train_epoch_end(levels: Levels, trainer: pl.Trainer | None = None) -> None:
@@ -163,7 +189,47 @@ def _first(loaders: Any) -> Any:
     return loaders
 
 
-def _len(dl: Any) -> int:
+def _train_loader(learn: Any, trainer: pl.Trainer) -> None:
+    learn.dl = trainer.train_dataloader
+    learn.n_iter = _batches(trainer.num_training_batches, learn.dl)
+
+
+def _fit_length(learn: Any, trainer: pl.Trainer) -> None:
+    """``n_epoch``, and ``n_train_total`` when Lightning's ``max_steps`` ends the fit before its epochs do.
+
+    fastai's ``pct_train`` runs over ``n_epoch * n_iter`` batches. Under ``max_steps`` it runs over
+    the batches up to that step instead (``n_train_total``; ``n_epoch`` is the epochs they touch),
+    so a schedule ends where the fit does. A fit with neither limit has no length: a warning.
+    """
+    n_iter = learn.n_iter
+    epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+    learn.n_train_total = None
+    if epochs is not None:
+        learn.n_epoch = int(epochs)
+    if trainer.max_steps is None or trainer.max_steps < 0 or n_iter <= 0:
+        if epochs is None and not getattr(learn, "_warned_endless", False):
+            learn._warned_endless = True
+            warnings.warn(
+                "fastlight: this fit has no end (max_epochs=-1 and max_steps=-1), so fastai's pct_train has none: "
+                f"it is counted as if the fit lasted n_epoch={learn.n_epoch}; schedules need max_epochs or max_steps",
+                stacklevel=2,
+            )
+        return
+    acc = max(int(getattr(trainer, "accumulate_grad_batches", 1) or 1), 1)
+    per_epoch = math.ceil(n_iter / acc)  # optimizer steps an epoch (Lightning steps at its last batch too)
+    full, rest = divmod(int(trainer.max_steps), per_epoch)
+    total = full * n_iter + rest * acc
+    if epochs is None or total < epochs * n_iter:
+        learn.n_train_total = total
+        learn.n_epoch = max(math.ceil(total / n_iter), 1)
+
+
+def _batches(counted: Any, dl: Any) -> int:
+    """Batches this process runs: Lightning's count (after ``limit_*_batches``), else ``len(dl)``, else 0."""
+    if isinstance(counted, (list, tuple)):
+        counted = counted[0] if counted else None
+    if isinstance(counted, int) or (isinstance(counted, float) and math.isfinite(counted)):
+        return int(counted)
     try:
         return len(dl)
     except TypeError:

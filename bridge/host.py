@@ -65,6 +65,9 @@ class CallbackHost(ModelFiles, LoopOutput):
         self._smooth_loss: Tensor | None = torch.tensor(0.0)
         self._smooth_source: Callable[[], Tensor] | None = None
         self.epoch, self.n_epoch, self.iter, self.n_iter = 0, 1, 0, 0
+        #: Training batches of the whole fit when Lightning's ``max_steps`` ends it first (``pct_train``'s
+        #: span); None: fastai's ``n_epoch * n_iter``.
+        self.n_train_total: int | None = None
         self.train_iter, self.pct_train = 0, 0.0
         self.training = False
         self.dl: Any = None

@@ -59,6 +59,9 @@ class Levels:
         self.deferred: CancelException | None = None
         #: Under DDP, other facts this rank reports at the next agreement point.
         self.votes: set[str] = set()
+        #: A validation inside the epoch (Lightning's ``val_check_interval``) closed ``train``:
+        #: the epoch's next training batch opens it again.
+        self.train_paused = False
 
     def fire(self, event: str) -> None:
         self.learn.cb_handler(event)
@@ -165,5 +168,6 @@ class Levels:
 
     def reset(self) -> None:
         self.open.clear()
+        self.train_paused = False
         self.deferred = None
         self.votes.clear()

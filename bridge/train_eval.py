@@ -35,12 +35,23 @@ class TrainEvalCallback(Callback):
 
     def before_train(self) -> None:
         learn = self.learn
-        learn.pct_train = learn.epoch / learn.n_epoch
+        total = getattr(learn, "n_train_total", None)
+        learn.pct_train = learn.epoch / learn.n_epoch if total is None else learn.epoch * learn.n_iter / total
         resumed = self.__dict__.pop("_resumed", None)
         if resumed is not None and resumed[0] == learn.epoch:  # resumed mid-epoch: keep the saved position
             learn.pct_train = resumed[1]
         learn.model.train()
         learn.training = True
+
+    def keep_position(self) -> None:
+        """The next ``before_train`` keeps ``pct_train`` (training resumes inside the epoch).
+
+        Example:
+            >>> cb = TrainEvalCallback(); cb.keep_position()
+        """
+        learn = getattr(self, "learn", None)
+        if learn is not None:
+            self.__dict__["_resumed"] = (learn.epoch, learn.pct_train)
 
     def before_validate(self) -> None:
         learn = self.learn
@@ -49,7 +60,8 @@ class TrainEvalCallback(Callback):
 
     def after_batch(self) -> None:
         learn = self.learn
-        learn.pct_train += 1.0 / (learn.n_iter * learn.n_epoch)
+        total = getattr(learn, "n_train_total", None)
+        learn.pct_train += 1.0 / (learn.n_iter * learn.n_epoch if total is None else total)
         learn.train_iter += 1
 
     def state_dict(self) -> dict[str, float]:
