@@ -11,22 +11,24 @@ from __future__ import annotations
 import inspect
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 
-__all__ = ["Patched", "patch", "patched_names", "unpatch"]
+__all__ = ["Patched", "instance_method", "patch", "patched_names", "unpatch"]
 
 _OWNER = "_fastlight_adapter"
 
 
 class _Owner:
-    """The calls a module's wrappers make during a fit; a copy of it (deepcopy, pickle) has none."""
+    """The calls a module's wrappers make during a fit, and the instance methods they cover (e.g.
+    Lightning's compiled ``forward`` for ``trainer.fit(torch.compile(module))``); a copy has neither."""
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "saved")
 
-    def __init__(self, calls: dict[str, Callable[..., Any]] | None = None) -> None:
-        self.calls = calls if calls is not None else {}
+    def __init__(self) -> None:
+        self.calls: dict[str, Callable[..., Any]] = {}
+        self.saved: dict[str, Any] = {}
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _Owner:
         return _Owner()
@@ -61,8 +63,35 @@ def patch(module: pl.LightningModule, name: str, call: Callable[..., Any]) -> No
     owner = module.__dict__.get(_OWNER)
     if owner is None:
         owner = module.__dict__[_OWNER] = _Owner()
+    previous = module.__dict__.get(name)
+    if previous is not None and not _is_wrapper(previous):
+        owner.saved[name] = previous
     owner.calls[name] = call
     setattr(module, name, types.MethodType(_wrapper(name), module))
+
+
+def _is_wrapper(attr: Any) -> bool:
+    return bool(getattr(getattr(attr, "__func__", None), "_fastlight_wrapper", False))
+
+
+def instance_method(module: pl.LightningModule, name: str) -> Callable[..., Any]:
+    """What ``module.<name>`` is without the adapter's wrapper: an instance's own method, else the class's.
+
+    Example:
+        >>> m = pl.LightningModule(); own = lambda x: x
+        >>> m.forward = own; patch(m, "forward", lambda x: -x)
+        >>> instance_method(m, "forward") is own, m(2)
+        (True, -2)
+        >>> unpatch(m); m.forward is own
+        True
+    """
+    own = module.__dict__.get(name)
+    if own is not None and not _is_wrapper(own):
+        return cast("Callable[..., Any]", own)
+    owner = module.__dict__.get(_OWNER)
+    if owner is not None and name in owner.saved:
+        return cast("Callable[..., Any]", owner.saved[name])
+    return types.MethodType(getattr(type(module), name), module)
 
 
 def patched_names(module: pl.LightningModule) -> list[str]:
@@ -72,11 +101,11 @@ def patched_names(module: pl.LightningModule) -> list[str]:
         >>> patched_names(pl.LightningModule())
         []
     """
-    return [k for k, v in vars(module).items() if getattr(getattr(v, "__func__", None), "_fastlight_wrapper", False)]
+    return [k for k, v in vars(module).items() if _is_wrapper(v)]
 
 
 def unpatch(module: pl.LightningModule) -> None:
-    """Remove every wrapper :func:`patch` set: the class's methods are the module's again.
+    """Remove every wrapper :func:`patch` set: the module's own methods are its again.
 
     Example:
         >>> m = pl.LightningModule(); patch(m, "forward", lambda: "wrapped"); unpatch(m)
@@ -85,14 +114,17 @@ def unpatch(module: pl.LightningModule) -> None:
     """
     for name in patched_names(module):
         delattr(module, name)
-    module.__dict__.pop(_OWNER, None)
+    owner = module.__dict__.pop(_OWNER, None)
+    for name, method in owner.saved.items() if owner is not None else ():
+        setattr(module, name, method)
 
 
 class Patched:
-    """How the adapter calls a patched module method: the method's name and the class's original.
+    """How the adapter calls a patched module method: the method's name and the original.
 
-    Built once per fit and method (not per call): ``original`` is the class's function
-    bound to the module; ``call`` passes it only the positional arguments it declares
+    Built once per fit and method (not per call): ``original`` is the module's own method
+    (:func:`instance_method`: a compiled one Lightning set on the instance, else the class's);
+    ``call`` passes it only the positional arguments it declares
     (Lightning allows ``training_step(self, batch)``: it inspects the signature, and sees
     the adapter's ``*args`` instead).
 
@@ -107,7 +139,7 @@ class Patched:
 
     def __init__(self, module: pl.LightningModule, name: str) -> None:
         self.module, self.name = module, name
-        self.original: Callable[..., Any] = types.MethodType(getattr(type(module), name), module)
+        self.original: Callable[..., Any] = instance_method(module, name)
         self.n_args: int | None = None  # None: any number
         try:
             params = list(inspect.signature(self.original).parameters.values())

@@ -329,3 +329,37 @@ def test_lightnings_weight_averaging_copies_the_module_not_the_adapter(tmp_path:
     assert torch.equal(copy(x), type(copy).forward(copy, x))  # the copy runs its class's forward
     assert len(trace.events) == n  # and fires no event on the fit's callbacks
     assert not any(isinstance(v, LightningAdapter) for v in vars(copy).values())
+
+
+def test_a_compiled_module_stays_compiled_under_the_adapter(tmp_path: Path) -> None:
+    # trainer.fit(torch.compile(module)): Lightning sets compiled methods on the module's instance.
+    from torch._dynamo.utils import counters
+
+    class Unlogged(BatchOnly):  # Dynamo cannot compile a step that calls self.log, adapter or not
+        def validation_step(self, batch: Any) -> torch.Tensor:
+            x, y = batch
+            return F.cross_entropy(self(x), y)
+
+    class AfterPred(Callback):
+        n = 0
+
+        def after_pred(self) -> None:
+            self.n += 1
+
+    def run(cbs: list[Any] | None) -> tuple[pl.LightningModule, dict[str, int]]:
+        torch._dynamo.reset()
+        counters.clear()
+        torch.manual_seed(1)
+        module = Unlogged()
+        fit_shape(tmp_path, torch.compile(module), cbs, epochs=1)  # type: ignore[arg-type]
+        return module, dict(counters["stats"])
+
+    plain, plain_stats = run(None)
+    spy = AfterPred()
+    module, stats = run([spy])
+    assert plain_stats["calls_captured"] > 0 and stats["calls_captured"] > 0  # dynamo ran in both
+    assert torch.equal(flat(module), flat(plain))
+    assert spy.n == 3 + 2  # after_pred at each training and validation batch
+    own = ("forward", "training_step", "validation_step")
+    assert all(name in vars(module) for name in own) and all(name in vars(plain) for name in own)
+    assert [n for n in vars(module) if n.startswith("_fastlight")] == []  # the compiled methods are back
