@@ -118,6 +118,7 @@ class _AdapterOps(BatchOps):
         return loss if isinstance(loss, Tensor) else None
 
 
+_STATE_KEY = "LightningAdapter"
 #: Per-batch Callback hooks the adapter does not use. Lightning skips a hook that is not callable, and
 #: pays ~1 µs for each one it calls (profiler context, hook name, state_key): these are set to None.
 _UNUSED_BATCH_HOOKS = (
@@ -202,7 +203,6 @@ class LightningAdapter(pl.Callback):
         self.learn.add_cbs(defaults)
         self.learn.add_cbs(cbs)
         self._module: pl.LightningModule | None = None
-        self._key: tuple[int, str] = (-1, "")
         self._profiler: Any = None  # the Trainer's own, restored at teardown
         for name in _UNUSED_BATCH_HOOKS:
             if getattr(type(self), name) is getattr(pl.Callback, name):  # not a subclass's own
@@ -215,11 +215,9 @@ class LightningAdapter(pl.Callback):
 
     @property
     def state_key(self) -> str:
-        # Lightning reads it at every hook call: rebuilt only when the callbacks change.
-        version = self.learn.cb_handler.version
-        if self._key[0] != version:
-            self._key = (version, f"LightningAdapter[{', '.join(type(c).__name__ for c in self.cbs)}]")
-        return self._key[1]
+        # One adapter per Trainer (Lightning refuses two stateful callbacks with one key). Each
+        # callback's state is keyed inside (callback_state): a resume restores those that match.
+        return _STATE_KEY
 
     # -- patching ----------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -380,6 +378,16 @@ class LightningAdapter(pl.Callback):
     # -- checkpoints ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {CKPT_KEY: callback_states(self.learn.cbs)}
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # Checkpoints before 2026-12-02 keyed the adapter by its callbacks' names ("LightningAdapter[A, B]").
+        states = checkpoint.get("callbacks")
+        if isinstance(states, dict) and _STATE_KEY not in states:
+            old = [k for k in states if isinstance(k, str) and k.startswith(_STATE_KEY + "[")]
+            if len(old) == 1:
+                states[_STATE_KEY] = states.pop(old[0])
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.levels.pending_state = state_dict.get(CKPT_KEY)
