@@ -265,7 +265,8 @@ class LearnerModule(pl.LightningModule):
         # -1 makes Lightning skip the rest of the epoch *and* its validation; under DDP only
         # once every rank agrees (a rank still waiting to tell the others keeps stepping).
         levels = self.levels
-        hooks.resume_train(levels)
+        if levels.train_paused:
+            hooks.resume_train(levels)
         if levels.is_open("epoch") or levels.deferred is not None:
             return None
         if self._epoch_started != self.trainer.current_epoch and levels.is_open("fit"):

@@ -52,6 +52,7 @@ class LoopState(Protocol):
     smooth_loss: Tensor
     epoch: int
     n_epoch: int
+    n_train_total: int | None
     iter: int
     n_iter: int
     train_iter: int

@@ -35,7 +35,7 @@ class TrainEvalCallback(Callback):
 
     def before_train(self) -> None:
         learn = self.learn
-        total = getattr(learn, "n_train_total", None)
+        total = learn.n_train_total
         learn.pct_train = learn.epoch / learn.n_epoch if total is None else learn.epoch * learn.n_iter / total
         resumed = self.__dict__.pop("_resumed", None)
         if resumed is not None and resumed[0] == learn.epoch:  # resumed mid-epoch: keep the saved position
@@ -60,7 +60,7 @@ class TrainEvalCallback(Callback):
 
     def after_batch(self) -> None:
         learn = self.learn
-        total = getattr(learn, "n_train_total", None)
+        total = learn.n_train_total
         learn.pct_train += 1.0 / (learn.n_iter * learn.n_epoch if total is None else total)
         learn.train_iter += 1
 
