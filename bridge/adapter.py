@@ -38,7 +38,7 @@ from torch import Tensor
 from . import hooks
 from .adapter_host import AdapterHost, check_pred
 from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
-from .adapter_patch import Patched, patch, unpatch
+from .adapter_patch import Patched, is_wrapper, patch, unpatch
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
@@ -119,6 +119,7 @@ class _AdapterOps(BatchOps):
 
 
 _STATE_KEY = "LightningAdapter"
+
 #: Per-batch Callback hooks the adapter does not use. Lightning skips a hook that is not callable, and
 #: pays ~1 µs for each one it calls (profiler context, hook name, state_key): these are set to None.
 _UNUSED_BATCH_HOOKS = (
@@ -204,6 +205,7 @@ class LightningAdapter(pl.Callback):
         self.learn.add_cbs(cbs)
         self._module: pl.LightningModule | None = None
         self._profiler: Any = None  # the Trainer's own, restored at teardown
+        self._epoch_started = -1  # the epoch of the last on_train_epoch_start
         for name in _UNUSED_BATCH_HOOKS:
             if getattr(type(self), name) is getattr(pl.Callback, name):  # not a subclass's own
                 self.__dict__[name] = None
@@ -257,17 +259,18 @@ class LightningAdapter(pl.Callback):
             self._wrap_batch_start()
 
     def _wrap_batch_start(self) -> None:
-        """From now on the module's ``on_train_batch_start`` is the adapter's (none is needed before).
-
-        It returns -1 (Lightning's "skip the rest of the epoch") once the epoch is cancelled, and
-        resumes training after a validation inside the epoch (:func:`bridge.hooks.resume_train`).
-        """
+        """From now on the module's ``on_train_batch_start`` is the adapter's: -1 (skip the rest of
+        the epoch) once it is cancelled, training resumed after a validation or checkpoint inside it."""
         module = self._module
-        if module is not None and "on_train_batch_start" not in vars(module):
+        if module is not None and not is_wrapper(vars(module).get("on_train_batch_start")):
             self._wrap(module, "on_train_batch_start", self._on_train_batch_start)
 
     def _on_train_batch_start(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
-        hooks.resume_train(self.levels)
+        levels, trainer = self.levels, self.learn.trainer
+        hooks.resume_train(levels)
+        if not levels.is_open("epoch") and levels.is_open("fit") and trainer is not None:
+            if self._epoch_started != trainer.current_epoch:  # resumed mid-epoch: Lightning skips the epoch start
+                self.on_train_epoch_start(trainer, patched.module)
         result = patched.call(*args, **kwargs)
         # -1 (from the module's hook only) skips the rest of the epoch and its validation.
         return -1 if not self.levels.is_open("epoch") else result
@@ -324,6 +327,8 @@ class LightningAdapter(pl.Callback):
         if self._is_manual:
             self._manual.wrap(trainer)
         hooks.on_fit_start(self.levels, trainer)
+        if trainer.ckpt_path is not None:  # a resume may start inside an epoch (see _on_train_batch_start)
+            self._wrap_batch_start()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         hooks.on_fit_end(self.levels)
@@ -333,6 +338,7 @@ class LightningAdapter(pl.Callback):
         self.teardown(trainer, pl_module, "fit")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._epoch_started = trainer.current_epoch
         self.learn.valid_loss_seen = False
         hooks.on_train_epoch_start(self.levels, trainer)
 
@@ -341,7 +347,7 @@ class LightningAdapter(pl.Callback):
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         hooks.on_validation_epoch_start(self.levels, trainer)
-        if self.levels.train_paused:  # a validation inside the epoch: its next batch resumes training
+        if self.levels.train_paused and hooks.trains_on(trainer):  # training goes on in this epoch
             self._wrap_batch_start()
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import lightning.pytorch as pl
 
-__all__ = ["Patched", "instance_method", "patch", "patched_names", "unpatch"]
+__all__ = ["Patched", "instance_method", "is_wrapper", "patch", "patched_names", "unpatch"]
 
 _OWNER = "_fastlight_adapter"
 
@@ -64,13 +64,19 @@ def patch(module: pl.LightningModule, name: str, call: Callable[..., Any]) -> No
     if owner is None:
         owner = module.__dict__[_OWNER] = _Owner()
     previous = module.__dict__.get(name)
-    if previous is not None and not _is_wrapper(previous):
+    if previous is not None and not is_wrapper(previous):
         owner.saved[name] = previous
     owner.calls[name] = call
     setattr(module, name, types.MethodType(_wrapper(name), module))
 
 
-def _is_wrapper(attr: Any) -> bool:
+def is_wrapper(attr: Any) -> bool:
+    """Whether ``attr`` (a module's instance attribute) is a wrapper :func:`patch` set.
+
+    Example:
+        >>> is_wrapper(None)
+        False
+    """
     return bool(getattr(getattr(attr, "__func__", None), "_fastlight_wrapper", False))
 
 
@@ -86,7 +92,7 @@ def instance_method(module: pl.LightningModule, name: str) -> Callable[..., Any]
         True
     """
     own = module.__dict__.get(name)
-    if own is not None and not _is_wrapper(own):
+    if own is not None and not is_wrapper(own):
         return cast("Callable[..., Any]", own)
     owner = module.__dict__.get(_OWNER)
     if owner is not None and name in owner.saved:
@@ -101,7 +107,7 @@ def patched_names(module: pl.LightningModule) -> list[str]:
         >>> patched_names(pl.LightningModule())
         []
     """
-    return [k for k, v in vars(module).items() if _is_wrapper(v)]
+    return [k for k, v in vars(module).items() if is_wrapper(v)]
 
 
 def unpatch(module: pl.LightningModule) -> None:

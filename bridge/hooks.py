@@ -138,13 +138,25 @@ def resume_train(levels: Levels) -> None:
         return
     levels.train_paused = False
     learn = levels.learn
-    if levels.innermost("epoch"):
+
+    def resume() -> None:
+        if not levels.innermost("epoch"):  # e.g. an epoch cancel another rank raised, applied just now
+            return
         keep = getattr(getattr(learn, "train_eval", None), "keep_position", None)
         if keep is not None:
             keep()
         if learn.trainer is not None:
             _train_loader(learn, learn.trainer)
-        levels.at_hook(levels.open_level, "train")
+        levels.open_level("train")
+
+    levels.at_hook(resume)
+
+
+def trains_on(trainer: pl.Trainer) -> bool:
+    """During a validation in a fit: whether training goes on in this epoch (Lightning validates at an
+    epoch's end before ``on_train_epoch_end``, and inside it under ``val_check_interval``)."""
+    progress = getattr(getattr(trainer.fit_loop, "epoch_loop", None), "batch_progress", None)
+    return not getattr(progress, "is_last_batch", False)
 
 
 def on_train_epoch_end(levels: Levels, trainer: pl.Trainer | None = None) -> None:
@@ -197,27 +209,34 @@ def _train_loader(learn: Any, trainer: pl.Trainer) -> None:
 def _fit_length(learn: Any, trainer: pl.Trainer) -> None:
     """``n_epoch``, and ``n_train_total`` when Lightning's ``max_steps`` ends the fit before its epochs do.
 
-    fastai's ``pct_train`` runs over ``n_epoch * n_iter`` batches. Under ``max_steps`` it runs over
-    the batches up to that step instead (``n_train_total``; ``n_epoch`` is the epochs they touch),
-    so a schedule ends where the fit does. A fit with neither limit has no length: a warning.
+    fastai's ``pct_train`` runs over ``n_epoch * n_iter`` batches. When ``max_steps`` ends an
+    automatically optimized fit first (one step every ``accumulate_grad_batches`` batches), it
+    runs over the batches up to that step instead (``n_train_total``; ``n_epoch`` is the epochs
+    they touch), so a schedule ends where the fit does. Under manual optimization (the Learner's
+    module) a step may be skipped or repeated, so the batches to ``max_steps`` are not known: it
+    stops the fit early, as a cancel would. A fit with neither limit has no length: a warning.
     """
     n_iter = learn.n_iter
     epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+    steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps > 0 else None
     learn.n_train_total = None
     if epochs is not None:
         learn.n_epoch = int(epochs)
-    if trainer.max_steps is None or trainer.max_steps < 0 or n_iter <= 0:
-        if epochs is None and not getattr(learn, "_warned_endless", False):
-            learn._warned_endless = True
+    module = trainer.lightning_module
+    if steps is None or not getattr(module, "automatic_optimization", False):
+        if epochs is None and steps is None:
             warnings.warn(
                 "fastlight: this fit has no end (max_epochs=-1 and max_steps=-1), so fastai's pct_train has none: "
                 f"it is counted as if the fit lasted n_epoch={learn.n_epoch}; schedules need max_epochs or max_steps",
-                stacklevel=2,
+                stacklevel=4,
             )
         return
     acc = max(int(getattr(trainer, "accumulate_grad_batches", 1) or 1), 1)
+    if n_iter <= 0:  # a loader without a length: the steps are the only measure
+        learn.n_train_total, learn.n_epoch = steps * acc, 1
+        return
     per_epoch = math.ceil(n_iter / acc)  # optimizer steps an epoch (Lightning steps at its last batch too)
-    full, rest = divmod(int(trainer.max_steps), per_epoch)
+    full, rest = divmod(steps, per_epoch)
     total = full * n_iter + rest * acc
     if epochs is None or total < epochs * n_iter:
         learn.n_train_total = total

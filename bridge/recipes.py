@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
 from .checks import check_epochs, check_lr, check_moms, check_pct, check_positive, check_wd
 from .lr_ranges import set_lr
 from .optim import get_hypers
@@ -20,6 +23,8 @@ if TYPE_CHECKING:
     from .protocol import LearnerState
 
 __all__ = ["fine_tune", "fit_flat_cos", "fit_one_cycle", "fit_sgdr"]
+
+_F32_MAX = float(torch.finfo(torch.float32).max)
 
 
 def _with(sched: ParamScheduler, cbs: Iterable[Any] | Any | None) -> list[Any]:
@@ -64,6 +69,12 @@ def fit_one_cycle(
     moms = learn.moms if moms is None else moms
     check_moms(moms, where, optional=True)
     lrs = set_lr(learn, lr_max, "lr_max", where)
+    for name, d in (("div", div), ("div_final", div_final)):
+        if not np.all(np.abs(np.asarray(lrs, dtype=np.float64) / float(d)) < _F32_MAX):
+            raise ValueError(
+                f"{where}: `{name}`={d!r} makes lr_max/{name} = {lrs / d!r}, beyond float32 (the optimizer's); "
+                f"give a {name} that keeps it below {_F32_MAX:.3g}"
+            )
     scheds: dict[str, Any] = {"lr": combined_cos(pct_start, lrs / div, lrs, lrs / div_final)}
     assert learn.opt is not None
     if "mom" in get_hypers(learn.opt)[0]:

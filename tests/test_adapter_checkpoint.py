@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from bridge import Callback, LightningAdapter
-from tests.adapter_modules import LoggedMetrics
+from tests.adapter_modules import LoggedMetrics, flat
 from tests.helpers import make_data
 
 
@@ -86,3 +86,38 @@ def test_two_adapters_in_one_trainer_are_refused_when_the_trainer_is_built(tmp_p
     with pytest.raises(RuntimeError, match=r"more than one stateful callback of type `LightningAdapter`"):
         pl.Trainer(callbacks=[LightningAdapter([Steps()]), LightningAdapter([Quiet()])], logger=False,
                    default_root_dir=tmp_path)  # fmt: skip
+
+
+class CountedSteps(LoggedMetrics):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.steps += 1
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_resume_inside_an_epoch_trains_the_rest_of_it_as_lightning_does(tmp_path: Path) -> None:
+    # Lightning calls no on_train_epoch_start for the epoch a mid-epoch checkpoint resumes.
+    data = make_data(n=192, n_valid=64, bs=32)  # 6 training batches an epoch
+
+    def run(cbs: list[Any] | None, ckpt: Path | None, folder: str) -> tuple[CountedSteps, pl.Trainer]:
+        saver = ModelCheckpoint(dirpath=tmp_path / folder, every_n_train_steps=9, save_top_k=-1)
+        callbacks: list[Any] = [LightningAdapter(cbs)] if cbs is not None else []
+        trainer = pl.Trainer(max_epochs=2, callbacks=[*callbacks, saver], enable_model_summary=False,
+                             num_sanity_val_steps=0, default_root_dir=tmp_path, enable_progress_bar=False,
+                             logger=False)  # fmt: skip
+        torch.manual_seed(1)
+        module = CountedSteps()
+        trainer.fit(module, data.train_dl, data.valid_dl, ckpt_path=ckpt)
+        return module, trainer
+
+    run(None, None, "first")
+    ckpt = tmp_path / "first" / "epoch=1-step=9.ckpt"
+    plain, t0 = run(None, ckpt, "plain")
+    steps = Steps()
+    adapted, t1 = run([steps], ckpt, "adapted")
+    assert (t1.global_step, adapted.steps) == (t0.global_step, plain.steps) == (12, 3)
+    assert torch.equal(flat(adapted), flat(plain))
+    assert steps.n == 3  # a fresh callback, no adapter state in this checkpoint: the 3 batches trained

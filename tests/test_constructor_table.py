@@ -212,6 +212,7 @@ AT_CONSTRUCTION: list[Row] = [
     ),
     ("one_cycle_div", lambda p: _learn(p).fit_one_cycle(1, div=0), ValueError, r"`div`.*positive.*got 0"),
     ("one_cycle_div_final", lambda p: _learn(p).fit_one_cycle(1, div_final=-1), ValueError, r"`div_final`.*-1"),
+    ("one_cycle_div_tiny", lambda p: _learn(p).fit_one_cycle(1, div=1e-137), ValueError, r"`div`=1e-137.*float32"),
     (
         "one_cycle_pct_high",
         lambda p: _learn(p).fit_one_cycle(1, pct_start=1.5),

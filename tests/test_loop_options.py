@@ -5,8 +5,9 @@
   ``pct_train`` carries on from where the validation came.
 - ``limit_train_batches`` / ``limit_val_batches``: ``n_iter`` is the number of batches Lightning
   runs, so ``pct_train`` and schedules span them.
-- ``max_steps``: when it ends the fit before its epochs do, ``pct_train`` spans the batches up to
-  that step (``n_train_total``), so a schedule ends where the fit ends and never runs past 1.
+- ``max_steps``: when it ends an automatically optimized fit (the adapter's) before its epochs do,
+  ``pct_train`` spans the batches up to that step (``n_train_total``), so a schedule ends where the
+  fit ends and never runs past 1; the Learner keeps ``fit(n)``'s schedule and stops early.
 
 The expected values are closed forms (``i / total``) and, for weights, the same fit without the
 option that changes nothing about training (validation) or without the adapter.
@@ -133,12 +134,14 @@ def test_adapter_max_steps_is_the_span_of_pct_train_and_of_a_schedule(
     assert log.lrs == pytest.approx([0.1 * (1 - i / batches) for i in range(batches)])  # never below 0
 
 
-def test_learner_fit_with_max_steps_schedules_over_the_steps_it_runs(tmp_path: Path) -> None:
+def test_learner_fit_with_max_steps_stops_early_on_fits_schedule(tmp_path: Path) -> None:
+    # Manual optimization (the Learner's module): the batches to max_steps are not known beforehand
+    # (GradientAccumulation skips steps), so fit(3)'s schedule stands and max_steps ends it early.
     log = PhaseLog()
     learn = learner_fit(tmp_path, [log], n_epoch=3, max_steps=8)
     assert learn.trainer.global_step == 8
-    assert log.pcts == pytest.approx([i / 8 for i in range(8)])
-    assert learn.n_epoch == 2  # the epochs the 8 steps touch
+    assert log.pcts == pytest.approx([i / 18 for i in range(8)])
+    assert learn.n_epoch == 3
 
 
 def test_an_endless_fit_warns_that_pct_train_has_no_span(tmp_path: Path) -> None:
@@ -149,3 +152,20 @@ def test_an_endless_fit_warns_that_pct_train_has_no_span(tmp_path: Path) -> None
 
     with pytest.warns(UserWarning, match=r"this fit has no end \(max_epochs=-1 and max_steps=-1\)"):
         adapter_fit(tmp_path, [StopAfter()], max_epochs=-1)
+
+
+def test_adapter_max_steps_on_a_loader_without_length(tmp_path: Path) -> None:
+    class Stream(torch.utils.data.IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
+        def __iter__(self) -> Any:
+            g = torch.Generator().manual_seed(0)
+            while True:
+                x = torch.randn(8, generator=g)
+                yield x, (x[0] > 0).long()
+
+    log = PhaseLog()
+    trainer = pl.Trainer(max_steps=5, callbacks=[LightningAdapter([ParamScheduler({"lr": SchedLin(0.1, 0.0)}), log])],
+                         limit_val_batches=0, enable_checkpointing=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, enable_progress_bar=False, logger=False)  # fmt: skip
+    trainer.fit(LoggedMetrics(), torch.utils.data.DataLoader(Stream(), batch_size=16))
+    assert trainer.global_step == 5
+    assert log.pcts == pytest.approx([i / 5 for i in range(5)])
