@@ -163,7 +163,10 @@ def get_preds(
     losses = None
     if with_loss:
         per_item = unreduced(learn.loss_func)(preds, targs)
-        losses = per_item if per_item.ndim <= 1 else per_item.view(per_item.shape[0], -1).mean(1)
+        first = targs[0] if isinstance(targs, (tuple, list)) else targs
+        n = len(first) if hasattr(first, "__len__") else per_item.shape[0]
+        # fastai's GatherPredsCallback: one loss an item (a flattened loss is averaged per item).
+        losses = per_item if per_item.numel() == n else per_item.reshape(n, -1).mean(1)
     if act is None:
         act = getattr(learn.loss_func, "activation", None)
     if act is not None:

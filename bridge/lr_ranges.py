@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
-from .optim import NO_WD, get_hypers, set_hyper
+from .optim import NO_WD, NORM_TYPES, get_hypers, set_hyper
 
 if TYPE_CHECKING:
     import torch
@@ -40,8 +39,6 @@ __all__ = [
 
 #: Param-group key holding the index of the splitter group a torch param group belongs to.
 SPLIT_KEY = "fastlight_split"
-
-_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
 def _opt(learn: LoopState) -> torch.optim.Optimizer:
@@ -222,7 +219,7 @@ def freeze_to(learn: LearnerState, n: int) -> None:
             f"freeze_to: freezing {frozen_idx} groups; the model has {count}; the whole model is frozen",
             stacklevel=2,
         )
-    norm = {id(p) for m in learn.model.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters(recurse=False)}
+    norm = {id(p) for m in learn.model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
     for group, i in zip(opt.param_groups, idx):
         for p in group["params"]:
             p.requires_grad_(i >= frozen_idx or id(p) in norm)

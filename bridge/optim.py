@@ -17,9 +17,11 @@ from torch import Tensor, nn
 
 __all__ = [
     "FORMS",
+    "NORM_TYPES",
     "NO_WD",
     "SGD",
     "Adam",
+    "FastaiSGD",
     "OptFunc",
     "call_splitter",
     "check_opt_func",
@@ -76,8 +78,56 @@ def Adam(
     return cls(params, lr=lr, betas=(mom, sqr_mom), eps=eps, weight_decay=wd)
 
 
-def SGD(params: Iterable[Any], lr: float = 1e-3, mom: float = 0.0, wd: float = 0.0) -> torch.optim.Optimizer:
-    """fastai's ``SGD``: torch SGD with fastai's argument names (``mom``, ``wd``).
+class FastaiSGD(torch.optim.SGD):
+    """torch SGD stepping as fastai's ``SGD``: true (decoupled) weight decay, and no momentum
+    when built with ``mom=0`` (fastai's plain ``sgd_step``: a ``mom`` schedule changes nothing).
+
+    ``weight_decay`` in the param groups is fastai's ``wd``: with ``decouple_wd`` each parameter
+    is first scaled by ``1 - lr * wd`` (fastai's ``weight_decay``), then torch's SGD steps with no
+    L2 term; otherwise it is torch's L2 penalty (fastai's ``l2_reg``).
+
+    Example:
+        >>> from torch import nn
+        >>> w = nn.Parameter(torch.ones(1)); w.grad = torch.zeros(1)
+        >>> FastaiSGD([w], lr=0.1, mom=0.0, wd=0.5).step(); round(float(w), 6)  # 1 * (1 - 0.1 * 0.5)
+        0.95
+    """
+
+    def __init__(self, params: Iterable[Any], lr: float, mom: float, wd: float, decouple_wd: bool) -> None:
+        super().__init__(params, lr=lr, momentum=mom, weight_decay=wd)
+        self.decouple_wd, self.plain = decouple_wd, mom == 0
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        saved = [(g["weight_decay"], g["momentum"]) for g in self.param_groups]
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+            closure = None
+        else:
+            loss = None
+        for group in self.param_groups:
+            if self.decouple_wd:
+                lr, wd = group["lr"], group["weight_decay"]
+                if wd != 0:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.mul_(1 - lr * wd)
+                group["weight_decay"] = 0.0
+            if self.plain:
+                group["momentum"] = 0.0
+        try:
+            super().step()
+        finally:
+            for group, (wd, mom) in zip(self.param_groups, saved, strict=True):
+                group["weight_decay"], group["momentum"] = wd, mom
+        return loss
+
+
+def SGD(
+    params: Iterable[Any], lr: float = 1e-3, mom: float = 0.0, wd: float = 0.0, decouple_wd: bool = True
+) -> torch.optim.Optimizer:
+    """fastai's ``SGD`` (``mom``, ``wd``, ``decouple_wd``), stepping as fastai's: :class:`FastaiSGD`.
 
     Example:
         >>> from torch import nn
@@ -86,12 +136,17 @@ def SGD(params: Iterable[Any], lr: float = 1e-3, mom: float = 0.0, wd: float = 0
     """
     for name, value in (("lr", lr), ("mom", mom), ("wd", wd)):
         _check_hyper("SGD", name, value)
-    return torch.optim.SGD(params, lr=lr, momentum=mom, weight_decay=wd)
+    if not isinstance(decouple_wd, bool):
+        raise TypeError(f"SGD: `decouple_wd` must be a bool, got {decouple_wd!r}")
+    return FastaiSGD(params, lr=lr, mom=mom, wd=wd, decouple_wd=decouple_wd)
+
+
+#: fastai's ``norm_types`` (batch, instance and layer norms; not GroupNorm), SyncBatchNorm included.
+NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.LayerNorm)
 
 
 def _is_no_wd(module: nn.Module, name: str) -> bool:
-    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-    return isinstance(module, norm_types) or name == "bias"
+    return isinstance(module, NORM_TYPES) or name == "bias"
 
 
 def param_groups(model: nn.Module, splits: Sequence[Sequence[nn.Parameter]], wd_bn_bias: bool) -> list[dict[str, Any]]:

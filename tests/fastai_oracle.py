@@ -2,9 +2,9 @@
 
 fastai is the oracle: a case builds one model, deep-copies it for each side, and trains both
 on the same tensors in the same order (no shuffling), CPU, SGD at the same learning rate (no
-momentum, no weight decay: fastai's ``fastai.optimizer.SGD`` on its side, ``bridge.SGD`` —
-torch SGD — on fastlight's), no progress bar, no logger, no checkpoint. Each side gets its own
-fresh callbacks (a factory builds them) and its own temporary ``path``.
+momentum, no weight decay: fastai's ``fastai.optimizer.SGD`` on its side, ``bridge.SGD`` (a
+torch SGD stepping as fastai's) on fastlight's), no progress bar, no logger, no checkpoint. Each
+side gets its own fresh callbacks (a factory builds them) and its own temporary ``path``.
 
 Both Learners also run :class:`Tracer`, a ``fastai.callback.core.Callback`` subclass that logs
 every event it sees with the loop state (epoch, iter, training). It runs right after fastai's
