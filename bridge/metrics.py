@@ -154,9 +154,12 @@ def as_metric(metric: object, index: int = 0) -> Metric:
             f"pass {metric.__name__}(...) with its arguments"
         )
     from .dialects import V1Metric, is_v1_metric
+    from .fastai_metric import FastaiMetric, is_fastai_metric
 
     if is_v1_metric(metric):
         return V1Metric(metric)  # type: ignore[no-any-return]
+    if is_fastai_metric(metric):
+        return FastaiMetric(metric)
     if isinstance(metric, type):
         raise TypeError(
             f"Learner: `metrics[{index}]` is the class {metric.__name__}; pass a torchmetrics Metric instance "

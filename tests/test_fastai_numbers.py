@@ -1,4 +1,5 @@
-"""Against fastai 2.8's own Learner: SGD's stepping, which layers count as norms, per-item losses.
+"""Against fastai 2.8's own Learner: SGD's stepping, which layers count as norms, per-item losses,
+fastai's own metric objects (``AccumMetric`` and friends).
 
 Both Learners get the same model copy, the same unshuffled tensors and the same seed; fastai's
 side uses fastai's own optimizer (``fastai.optimizer.SGD`` / ``Adam``), fastlight's ``bridge.SGD``
@@ -16,6 +17,7 @@ from typing import Any
 import fastai.callback.core as fa_core
 import fastai.callback.schedule  # noqa: F401  (fastai patches fit_one_cycle onto its Learner)
 import fastai.learner as fa_learner
+import fastai.metrics as fa_metrics
 import fastai.optimizer as fa_optim
 import pytest
 import torch
@@ -113,3 +115,32 @@ def test_get_preds_gives_one_loss_an_item_for_a_flattening_loss(tmp_path: Path) 
     losses = quietly(fl.get_preds, with_loss=True)[2]
     assert losses.shape == expected.shape == (32,)
     assert torch.allclose(losses, expected, atol=1e-6)
+
+
+def _values(learn: Any) -> list[float]:
+    return [float(v) for row in learn.recorder.values for v in row]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fa_metrics.F1Score(average="macro"),  # argmax inside accumulate, computed over all batches
+        lambda: fa_metrics.RocAuc(),  # softmax inside accumulate
+        lambda: fa_metrics.AccumMetric(lambda p, t: (p.argmax(-1) == t).float().mean(), flatten=False),
+        lambda: fa_learner.AvgMetric(lambda p, t: (p.argmax(-1) == t).float().mean()),
+    ],
+    ids=["F1Score", "RocAuc", "AccumMetric", "AvgMetric"],
+)
+def test_fastais_metric_objects_give_fastais_values(tmp_path: Path, make: Any) -> None:
+    fa, fl = both(tmp_path, mlp(), SGD, lr=0.5, metrics=[make()])
+    fl.metrics = [bridge.metrics.as_metric(make())]  # its own instance (both() copies kw)
+    quietly(fa.fit, 2)
+    quietly(fl.fit, 2)
+    assert fl.recorder.metric_names == fa.recorder.metric_names
+    assert _values(fl) == pytest.approx(_values(fa), rel=1e-5)
+
+
+def test_a_fastai_metric_reading_what_it_cannot_see_names_it(tmp_path: Path) -> None:
+    _, fl = both(tmp_path, mlp(), SGD, metrics=[fa_learner.AvgLoss()])  # reads learn.loss
+    with pytest.raises(AttributeError, match=r"metric AvgLoss reads learn.loss; .* sees learn.pred, learn.yb"):
+        quietly(fl.fit, 1)
