@@ -93,7 +93,9 @@ class FastaiSGD(torch.optim.SGD):
         0.95
     """
 
-    def __init__(self, params: Iterable[Any], lr: float, mom: float, wd: float, decouple_wd: bool) -> None:
+    def __init__(
+        self, params: Iterable[Any], lr: float, mom: float = 0.0, wd: float = 0.0, decouple_wd: bool = True
+    ) -> None:
         super().__init__(params, lr=lr, momentum=mom, weight_decay=wd)
         self.decouple_wd, self.plain = decouple_wd, mom == 0
 
