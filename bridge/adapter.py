@@ -266,14 +266,13 @@ class LightningAdapter(pl.Callback):
             self._wrap(module, "on_train_batch_start", self._on_train_batch_start)
 
     def _on_train_batch_start(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
-        levels, trainer = self.levels, self.learn.trainer
-        hooks.resume_train(levels)
-        if not levels.is_open("epoch") and levels.is_open("fit") and trainer is not None:
-            if self._epoch_started != trainer.current_epoch:  # resumed mid-epoch: Lightning skips the epoch start
-                self.on_train_epoch_start(trainer, patched.module)
+        trainer, module = self.learn.trainer, patched.module
+        assert trainer is not None  # wrapped during a fit only
+        skip = hooks.on_train_batch_start(
+            self.levels, trainer, self._epoch_started, lambda: self.on_train_epoch_start(trainer, module)
+        )
         result = patched.call(*args, **kwargs)
-        # -1 (from the module's hook only) skips the rest of the epoch and its validation.
-        return -1 if not self.levels.is_open("epoch") else result
+        return -1 if skip else result  # -1 (from the module's hook only) skips the rest of the epoch
 
     def _forward(self, patched: Patched, *args: Any, **kwargs: Any) -> Any:
         return self._ops.forward_called(patched.original(*args, **kwargs))

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from .levels import Levels
 
-__all__ = ["HOOKS"]
+__all__ = ["HOOKS", "batch_count"]
 
 
 def on_fit_start(levels: Levels, trainer: pl.Trainer) -> None:
@@ -115,7 +115,7 @@ def on_validation_epoch_start(levels: Levels, trainer: pl.Trainer) -> None:
             levels.train_paused = True  # if Lightning trains on in this epoch: resume_train
         if levels.is_open("epoch"):
             learn.dl = _first(trainer.val_dataloaders)
-            learn.n_iter = _batches(trainer.num_val_batches, learn.dl)
+            learn.n_iter = batch_count(trainer.num_val_batches, learn.dl)
             levels.open_level("validate")
 
     levels.at_hook(start)
@@ -150,6 +150,26 @@ def resume_train(levels: Levels) -> None:
         levels.open_level("train")
 
     levels.at_hook(resume)
+
+
+def on_train_batch_start(
+    levels: Levels, trainer: pl.Trainer, epoch_started: int | None, start_epoch: Callable[[], None]
+) -> bool:
+    """A training batch's start; True: Lightning should skip the rest of the epoch (the hook returns -1).
+
+    Training resumes after a validation inside the epoch (:func:`resume_train`). A batch of an
+    epoch Lightning never announced (``epoch_started`` is older: a resume from a checkpoint saved
+    inside it) runs ``start_epoch`` first. Once the epoch is cancelled, the rest is skipped; under
+    DDP only once every rank agrees (a rank still waiting to tell the others keeps stepping).
+    """
+    if levels.train_paused:
+        resume_train(levels)
+    if levels.is_open("epoch") or levels.deferred is not None:
+        return False
+    if epoch_started != trainer.current_epoch and levels.is_open("fit"):
+        start_epoch()
+        return not levels.is_open("epoch")
+    return True
 
 
 def trains_on(trainer: pl.Trainer) -> bool:
@@ -203,7 +223,7 @@ def _first(loaders: Any) -> Any:
 
 def _train_loader(learn: Any, trainer: pl.Trainer) -> None:
     learn.dl = trainer.train_dataloader
-    learn.n_iter = _batches(trainer.num_training_batches, learn.dl)
+    learn.n_iter = batch_count(trainer.num_training_batches, learn.dl)
 
 
 def _fit_length(learn: Any, trainer: pl.Trainer) -> None:
@@ -243,7 +263,7 @@ def _fit_length(learn: Any, trainer: pl.Trainer) -> None:
         learn.n_epoch = max(math.ceil(total / n_iter), 1)
 
 
-def _batches(counted: Any, dl: Any) -> int:
+def batch_count(counted: Any, dl: Any) -> int:
     """Batches this process runs: Lightning's count (after ``limit_*_batches``), else ``len(dl)``, else 0."""
     if isinstance(counted, (list, tuple)):
         counted = counted[0] if counted else None

@@ -30,6 +30,7 @@ from .distributed import to_detach
 from .engine import split_batch
 from .files import ModelFiles
 from .handler import EventDispatch, is_loop_helper
+from .hooks import batch_count
 from .output import EpochTable, LoopOutput
 
 __all__ = ["CallbackHost"]
@@ -190,12 +191,8 @@ class CallbackHost(ModelFiles, LoopOutput):
             >>> learn.n_iter_per_epoch()  # 32 items, bs 16
             2
         """
-        if self.trainer is not None:
-            n = self.trainer.num_training_batches
-            if isinstance(n, int) or (isinstance(n, float) and n != float("inf")):
-                return int(n)
         train_dl = getattr(self.dls, "train_dl", None)
-        return len(train_dl) if train_dl is not None else 0
+        return batch_count(self.trainer.num_training_batches if self.trainer is not None else None, train_dl)
 
     @property
     def n_inp(self) -> int:

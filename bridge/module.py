@@ -262,18 +262,9 @@ class LearnerModule(pl.LightningModule):
             self.trainer.should_stop = True  # no more epochs; what is left of this one is muted
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
-        # -1 makes Lightning skip the rest of the epoch *and* its validation; under DDP only
-        # once every rank agrees (a rank still waiting to tell the others keeps stepping).
-        levels = self.levels
-        if levels.train_paused:
-            hooks.resume_train(levels)
-        if levels.is_open("epoch") or levels.deferred is not None:
-            return None
-        if self._epoch_started != self.trainer.current_epoch and levels.is_open("fit"):
-            # Resumed from a mid-epoch checkpoint: Lightning does not call on_train_epoch_start.
-            self.on_train_epoch_start()
-            return None if levels.is_open("epoch") else -1
-        return -1
+        # -1 makes Lightning skip the rest of the epoch *and* its validation.
+        skip = hooks.on_train_batch_start(self.levels, self.trainer, self._epoch_started, self.on_train_epoch_start)
+        return -1 if skip else None
 
     def on_validation_model_zero_grad(self) -> None:
         # Lightning clears the gradients before validating; fastai keeps them (a batch cancelled to
