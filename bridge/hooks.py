@@ -264,7 +264,12 @@ def _fit_length(learn: Any, trainer: pl.Trainer) -> None:
 
 
 def batch_count(counted: Any, dl: Any) -> int:
-    """Batches this process runs: Lightning's count (after ``limit_*_batches``), else ``len(dl)``, else 0."""
+    """Batches this process runs: Lightning's count (after ``limit_*_batches``), else ``len(dl)``, else 0.
+
+    Example:
+        >>> batch_count([2], None), batch_count(float("inf"), [1, 2, 3]), batch_count(None, None)
+        (2, 3, 0)
+    """
     if isinstance(counted, (list, tuple)):
         counted = counted[0] if counted else None
     if isinstance(counted, int) or (isinstance(counted, float) and math.isfinite(counted)):
