@@ -42,6 +42,7 @@ from .adapter_patch import Patched, is_wrapper, patch, unpatch
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
 from .hypers import fastai_api
+from .idle_hooks import restore_idle_hooks, skip_idle_hooks
 from .levels import Levels
 from .profiler import quiet_profiler, restore_profiler
 from .recorder import Recorder
@@ -206,6 +207,7 @@ class LightningAdapter(pl.Callback):
         self._module: pl.LightningModule | None = None
         self._profiler: Any = None  # the Trainer's own, restored at teardown
         self._epoch_started = -1  # the epoch of the last on_train_epoch_start
+        self._idle: list[str] = []  # the module's hooks skipped for this fit (bridge.idle_hooks)
         for name in _UNUSED_BATCH_HOOKS:
             if getattr(type(self), name) is getattr(pl.Callback, name):  # not a subclass's own
                 self.__dict__[name] = None
@@ -240,10 +242,13 @@ class LightningAdapter(pl.Callback):
         if self._is_manual:  # see bridge.adapter_manual
             check_manual(trainer, learn.loss_func)
             self._wrap(pl_module, MANUAL_PATCH, self._manual.manual_backward)
+        self._idle = skip_idle_hooks(pl_module)  # Lightning's empty per-batch hooks: not called
         self._module = pl_module
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         unpatch(pl_module)
+        restore_idle_hooks(pl_module, self._idle)
+        self._idle = []
         self._manual.unwrap()
         restore_profiler(trainer, self._profiler)
         self._profiler = None

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from . import hooks
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
+from .idle_hooks import skip_idle_hooks
 from .levels import Levels
 from .loaders import ResumableDataLoader
 from .sharding import check_strategy, is_model_parallel, remap_optimizer, shard_model
@@ -190,6 +191,7 @@ class LearnerModule(pl.LightningModule):
         self._epoch_started: int | None = None  # the epoch whose on_train_epoch_start ran
         self._hook_selector: Any = None
         self._hook_callers: dict[str, Any] = {}
+        skip_idle_hooks(self)  # Lightning's empty per-batch hooks: not called (see bridge.idle_hooks)
 
     def forward(self, *xb: Any) -> Any:
         return self.learn.model(*xb)
