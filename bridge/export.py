@@ -25,12 +25,11 @@ from torch import Tensor, nn
 from .decode import Decoding, LossMethods, decoding_for, vocab_of
 from .distributed import _atomic, barrier, global_rank
 from .inference import ExportedModel, InferenceLearner
-from .safe_pt2 import META_ENTRY, UntrustedFileError, checked_pt2
 
 if TYPE_CHECKING:
     from .protocol import LearnerState as Learner
 
-__all__ = ["UntrustedFileError", "export_learner", "load_learner"]
+__all__ = ["export_learner", "load_learner"]
 
 FORMAT = "fastlight.export"
 PICKLE_FORMAT = "fastlight.export.pickle"
@@ -155,6 +154,9 @@ def export_learner(learn: Learner, fname: str | os.PathLike[str] | None = None, 
                     f"export: the loss function's own activation/decodes ({type(learn.loss_func).__name__}) "
                     f"cannot be written as plain data; {_PICKLE_HINT}"
                 )
+            # Imported here: torch.export's archive modules cost ~20 ms at `import bridge`.
+            from .safe_pt2 import META_ENTRY, UntrustedFileError, checked_pt2
+
             cpu_model = _cpu_model(model)
             program = _capture(cpu_model.eval(), sample)
             buf = io.BytesIO()
@@ -222,7 +224,7 @@ def load_learner(fname: str | os.PathLike[str], cpu: bool = True, trusted: bool 
     """Read what ``learn.export()`` wrote; return an :class:`~bridge.inference.InferenceLearner`.
 
     A ``.pt2`` export is checked entry by entry before torch reads it and refused
-    (:class:`UntrustedFileError`, naming the file) if anything in it could run code; a pickled
+    (:class:`~bridge.safe_pt2.UntrustedFileError`, naming the file) if anything in it could run code; a pickled
     export (``export(pickle=True)``) is always refused unless ``trusted=True``, which reads
     either kind without checks. ``cpu=False`` puts the model on the GPU when there is one.
 
@@ -245,6 +247,8 @@ def load_learner(fname: str | os.PathLike[str], cpu: bool = True, trusted: bool 
     if trusted:
         archive, meta = data, _trusted_meta(data, file)
     else:
+        from .safe_pt2 import checked_pt2  # lazily, as in export_learner
+
         archive, meta = checked_pt2(data, file)
     meta = _read_meta(meta, file, FORMAT)
     try:
@@ -268,6 +272,8 @@ def load_learner(fname: str | os.PathLike[str], cpu: bool = True, trusted: bool 
 
 
 def _trusted_meta(data: bytes, file: str) -> Any:
+    from .safe_pt2 import META_ENTRY
+
     archive = zipfile.ZipFile(io.BytesIO(data))
     root = archive.namelist()[0].split("/", 1)[0]
     try:

@@ -101,6 +101,13 @@ def test_export_loads_in_a_fresh_process_without_the_model_class(tmp_path: Path)
     torch.testing.assert_close(res["probs"], preds[0].softmax(-1), rtol=0, atol=1e-6)
 
 
+def test_import_bridge_leaves_torch_export_archive_unloaded() -> None:
+    # ~20 ms of `import bridge` (docs/performance.md): the archive code loads with the first export/load.
+    code = "import sys, bridge; print('torch.export.pt2_archive' in sys.modules, 'bridge.safe_pt2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.split() == ["False", "False"]
+
+
 def test_export_restores_the_mode_and_writes_under_learn_path(tmp_path: Path) -> None:
     learn = make_learner(tmp_path, data=make_data(n=32, n_valid=16, bs=8))
     learn.model.eval()
