@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .protocol import LoopState
 
-__all__ = ["Callback", "callback_name", "camel2snake"]
+__all__ = ["FLAG_WRITES", "RUN_FLAGS", "Callback", "callback_name", "camel2snake", "tracks_run_flags"]
+
+#: The flags that decide whether a callback runs at an event.
+RUN_FLAGS: tuple[str, ...] = ("run", "run_train", "run_valid")
+_RUN_FLAGS = frozenset(RUN_FLAGS)
+
+#: Bumped at every write or delete of a run flag on a :class:`Callback`: the dispatcher's cache
+#: of who runs at the batch-level events (:class:`~bridge.handler.EventDispatch`) holds while
+#: it stands still.
+FLAG_WRITES: list[int] = [0]
 
 _CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
@@ -81,6 +91,8 @@ class Callback:
         return getattr(learn, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        if name in _RUN_FLAGS:
+            FLAG_WRITES[0] += 1
         learn = self.__dict__.get("learn")
         if learn is not None and name != "learn" and name not in self.__dict__ and hasattr(learn, name):
             warnings.warn(
@@ -90,5 +102,38 @@ class Callback:
             )
         object.__setattr__(self, name, value)
 
+    def __delattr__(self, name: str) -> None:
+        if name in _RUN_FLAGS:
+            FLAG_WRITES[0] += 1
+        object.__delattr__(self, name)
+
     def __repr__(self) -> str:
         return type(self).__name__
+
+
+def tracks_run_flags(cb: object) -> bool:
+    """Whether every change of ``cb``'s run flags bumps :data:`FLAG_WRITES`.
+
+    True for a :class:`Callback` whose class keeps its attribute hooks and holds the flags as
+    plain values (a property could change without a write). The exceptions, a flag set through
+    ``object.__setattr__`` or on the class itself, are seen at the next fit-, epoch- or
+    phase-level event (see docs/design.md, "order, run, run_train, run_valid").
+
+    Example:
+        >>> class Quiet(Callback):
+        ...     run_valid = False
+        >>> class Live(Callback):
+        ...     @property
+        ...     def run_valid(self) -> bool:
+        ...         return True
+        >>> tracks_run_flags(Quiet()), tracks_run_flags(Live()), tracks_run_flags(object())
+        (True, False, False)
+    """
+    cls = type(cb)
+    if (
+        cls.__setattr__ is not Callback.__setattr__
+        or cls.__delattr__ is not Callback.__delattr__
+        or cls.__getattribute__ is not object.__getattribute__
+    ):
+        return False
+    return not any(hasattr(inspect.getattr_static(cls, flag, None), "__get__") for flag in RUN_FLAGS)

@@ -7,12 +7,19 @@ import inspect
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .callback import FLAG_WRITES, RUN_FLAGS, tracks_run_flags
 from .events import EVENT_NAMES, INNER_LOOP
 from .exceptions import CancelException, as_cancel
 
 __all__ = ["SEED_EVENTS", "CallbackHandler", "EventDispatch", "event_methods", "is_loop_helper"]
 
 _Entry = tuple[Any, Callable[[], Any]]
+#: Per event: whether it is batch-level, its (callback, method) pairs, and whether every one of
+#: those callbacks reports its run-flag changes (:func:`~bridge.callback.tracks_run_flags`).
+_Row = tuple[bool, tuple[_Entry, ...], bool]
+#: A callback that runs at a batch-level event: (callback, method, its position in the event's entries).
+_Ready = tuple[Any, Callable[[], Any], int]
+_UNSET: Any = object()
 
 
 def event_methods(cb: object, names: Iterable[str] = EVENT_NAMES) -> dict[str, Callable[..., Any]]:
@@ -68,7 +75,10 @@ class EventDispatch:
     ``dispatch("after_batch")`` runs every callback that defines ``after_batch``, skipping
     muted ones (``run = False``) and, for batch-level events, those whose ``run_train`` /
     ``run_valid`` excludes the current phase. The per-event dispatch table is built once
-    after callbacks change, never per event. (No ``__getattr__`` here: it would put every
+    after callbacks change, never per event. At a batch-level event whose callbacks all report
+    their flag changes, who runs is read once and kept until a run flag is written or a
+    fit-, epoch- or phase-level event fires (saves two attribute reads per callback per
+    event: docs/performance.md). (No ``__getattr__`` here: it would put every
     attribute read of the hot ``__call__`` on CPython's slow, unspecialized path; the public
     :class:`CallbackHandler` adds the article's any-method calls on top.)
 
@@ -86,8 +96,12 @@ class EventDispatch:
         self._cbs: list[Any] = []
         #: Bumped whenever the callbacks or their order change (for caches built from them).
         self.version = 0
-        self._table: dict[str, tuple[bool, tuple[_Entry, ...]]] | None = None
+        self._table: dict[str, _Row] | None = None
         self._training = training or (lambda: True)
+        # Who runs, per batch-level event, in training and in validation; valid at _ready_at.
+        self._ready_train: dict[str, tuple[_Ready, ...] | None] = {}
+        self._ready_valid: dict[str, tuple[_Ready, ...] | None] = {}
+        self._ready_at = -1
         for cb in cbs or ():
             self.add(cb)
 
@@ -114,7 +128,7 @@ class EventDispatch:
             >>> h = CallbackHandler()
             >>> h.add(Quiet())  # no events: allowed here, the Learner checks them
         """
-        for flag in ("run", "run_train", "run_valid"):
+        for flag in RUN_FLAGS:
             # Plain attributes on every callback: dispatch then reads them without getattr calls.
             if inspect.getattr_static(cb, flag, None) is None:
                 try:
@@ -152,15 +166,16 @@ class EventDispatch:
 
     def _changed(self) -> None:
         self._table = None
+        self._ready_at = -1
         self.version += 1
 
     # -- dispatch -----------------------------------------------------------------------
-    def _build(self) -> dict[str, tuple[bool, tuple[_Entry, ...]]]:
-        per_cb = [(cb, event_methods(cb)) for cb in self._cbs]
-        table = {
-            name: (name in INNER_LOOP, tuple((cb, meths[name]) for cb, meths in per_cb if name in meths))
-            for name in EVENT_NAMES
-        }
+    def _build(self) -> dict[str, _Row]:
+        per_cb = [(cb, event_methods(cb), tracks_run_flags(cb)) for cb in self._cbs]
+        table: dict[str, _Row] = {}
+        for name in EVENT_NAMES:
+            subs = [(cb, meths[name], tracked) for cb, meths, tracked in per_cb if name in meths]
+            table[name] = (name in INNER_LOOP, tuple((cb, m) for cb, m, _ in subs), all(t for *_, t in subs))
         self._table = table
         return table
 
@@ -176,7 +191,9 @@ class EventDispatch:
 
     def __call__(self, event: str) -> None:
         table = self._table if self._table is not None else self._build()
-        inner, entries = table[event]
+        inner, entries, tracked = table[event]
+        if not inner:
+            self._ready_at = -1  # flags may change unseen (on a class): read them again each phase
         if entries:
             cb: Any = None
             try:
@@ -184,14 +201,34 @@ class EventDispatch:
                     for cb, meth in entries:
                         if cb.run:
                             meth()
-                elif self._training():
-                    for cb, meth in entries:
-                        if cb.run and cb.run_train:
-                            meth()
                 else:
-                    for cb, meth in entries:
-                        if cb.run and cb.run_valid:
-                            meth()
+                    training = self._training()
+                    rest = entries  # those whose flags are read at their turn
+                    if tracked:
+                        if self._ready_at != FLAG_WRITES[0]:
+                            self._ready_train.clear()
+                            self._ready_valid.clear()
+                            self._ready_at = FLAG_WRITES[0]
+                        ready = (self._ready_train if training else self._ready_valid).get(event, _UNSET)
+                        if ready is _UNSET:
+                            ready = self._fill(event, entries, training)
+                        if ready is not None:
+                            seen = self._ready_at
+                            for cb, meth, at in ready:  # noqa: B007 (cb names the raiser below)
+                                meth()
+                                if FLAG_WRITES[0] != seen:  # a callback wrote run flags: read the rest's
+                                    rest = entries[at + 1 :]
+                                    break
+                            else:
+                                rest = ()
+                    if rest and training:
+                        for cb, meth in rest:
+                            if cb.run and cb.run_train:
+                                meth()
+                    elif rest:
+                        for cb, meth in rest:
+                            if cb.run and cb.run_valid:
+                                meth()
             except CancelException:
                 raise
             except Exception as exc:
@@ -207,6 +244,11 @@ class EventDispatch:
             for cb in self._cbs:
                 if getattr(cb, "run", True) is False:
                     cb.run = True
+
+    def _fill(self, event: str, entries: tuple[_Entry, ...], training: bool) -> tuple[_Ready, ...] | None:
+        ready = _runnable(entries, "run_train" if training else "run_valid")
+        (self._ready_train if training else self._ready_valid)[event] = ready
+        return ready
 
     def show_training_loop(self) -> str:
         """A text listing of which callbacks run at each event, in loop order.
@@ -243,6 +285,18 @@ class EventDispatch:
                 indent = max(indent - 1, 0)
                 lines.append("  " * indent + "End " + name[6:].capitalize())
         return "\n".join(lines)
+
+
+def _runnable(entries: tuple[_Entry, ...], gate: str) -> tuple[_Ready, ...] | None:
+    """The entries whose ``run`` and ``gate`` flags are set, with their positions; None if a flag is not a bool."""
+    out = []
+    for at, (cb, meth) in enumerate(entries):
+        run, phase = cb.run, getattr(cb, gate)
+        if type(run) is not bool or type(phase) is not bool:  # e.g. a list: truthiness can change unwritten
+            return None
+        if run and phase:
+            out.append((cb, meth, at))
+    return tuple(out)
 
 
 def _order(cb: object) -> int:
