@@ -195,13 +195,17 @@ class Recorder(Callback):
         self._fold(stacked[self._folded :])
         raw: list[float] = (reduce_mean_ragged(stacked) if distributed else stacked).tolist()
         self._pending, self._folded = [], 0
-        beta, every = self.beta, self._every
+        # Locals in the loop: each attribute write would go through Callback.__setattr__ (~0.3 µs).
+        beta, every, losses = self.beta, self._every, self.losses
+        count, val = self._host_count, self._host_val
         for v in raw:
-            self._host_count += 1
-            self._host_val = beta * self._host_val + (1 - beta) * v
-            self.losses.append(self._host_val / (1 - beta**self._host_count))
-            if self._host_count % every == 0:
+            count += 1
+            val = beta * val + (1 - beta) * v
+            losses.append(val / (1 - beta**count))
+            if count % every == 0:
+                self._host_count, self._host_val = count, val  # what _log_point reads
                 self._log_point()
+        self._host_count, self._host_val = count, val
 
     def _log_point(self) -> None:
         """The smoothed train loss and the lr at the last step read back, to every logger."""
