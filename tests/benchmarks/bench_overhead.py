@@ -77,11 +77,11 @@ entry points) as the Learner's includes the one ``fit`` builds, plus each side's
 model/optimizer save and restore.
 
 The JSON written by ``--out`` holds, per model, per-variant medians/min/max/samples (ms per
-batch, one sample per repeat), and for (d)/(b), (d)/(a), (e)/(d), (f)/(d), (g)/(b):
+batch, one sample per repeat), and for (d)/(b), (d)/(a), (e)/(d), (f)/(d), (g)/(b), g0/b, g1/g0, g/g1:
 ``paired_ratios`` (the budget figure), ``paired_ci95``, ``paired_p10_p90``, ``rounds``
 (pairs), ``repeat_ratios``, ``ratios`` (of medians) and ``min_ratios``; ``lr_find`` with
 ``paired_ratio``, ``paired_ci95`` and ``ratio``; and ``budget``: per budgeted ratio its
-paired ``value``, ``ci95``, ``of_medians``, ``limit`` and ``pass`` (issue 8).
+paired ``value``, ``ci95``, ``of_medians``, ``limit`` and ``pass`` (issue 21's budgets: ``BUDGET``).
 """
 
 from __future__ import annotations
