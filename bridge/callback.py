@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import re
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -136,4 +135,10 @@ def tracks_run_flags(cb: object) -> bool:
         or cls.__getattribute__ is not object.__getattribute__
     ):
         return False
-    return not any(hasattr(inspect.getattr_static(cls, flag, None), "__get__") for flag in RUN_FLAGS)
+    for flag in RUN_FLAGS:
+        for klass in cls.__mro__:  # what inspect.getattr_static finds on the class, without its cost
+            if flag in klass.__dict__:
+                if hasattr(klass.__dict__[flag], "__get__"):
+                    return False
+                break
+    return True

@@ -14,9 +14,8 @@ from .exceptions import CancelException, as_cancel
 __all__ = ["SEED_EVENTS", "CallbackHandler", "EventDispatch", "event_methods", "is_loop_helper"]
 
 _Entry = tuple[Any, Callable[[], Any]]
-#: Per event: whether it is batch-level, its (callback, method) pairs, and whether every one of
-#: those callbacks reports its run-flag changes (:func:`~bridge.callback.tracks_run_flags`).
-_Row = tuple[bool, tuple[_Entry, ...], bool]
+#: Per event: whether it is batch-level, and its (callback, method) pairs.
+_Row = tuple[bool, tuple[_Entry, ...]]
 #: A callback that runs at a batch-level event: (callback, method, its position in the event's entries).
 _Ready = tuple[Any, Callable[[], Any], int]
 _UNSET: Any = object()
@@ -102,6 +101,7 @@ class EventDispatch:
         self._ready_train: dict[str, tuple[_Ready, ...] | None] = {}
         self._ready_valid: dict[str, tuple[_Ready, ...] | None] = {}
         self._ready_at = -1
+        self._tracked: dict[int, bool] = {}  # id(callback) -> tracks_run_flags, since the last reset
         for cb in cbs or ():
             self.add(cb)
 
@@ -171,11 +171,11 @@ class EventDispatch:
 
     # -- dispatch -----------------------------------------------------------------------
     def _build(self) -> dict[str, _Row]:
-        per_cb = [(cb, event_methods(cb), tracks_run_flags(cb)) for cb in self._cbs]
-        table: dict[str, _Row] = {}
-        for name in EVENT_NAMES:
-            subs = [(cb, meths[name], tracked) for cb, meths, tracked in per_cb if name in meths]
-            table[name] = (name in INNER_LOOP, tuple((cb, m) for cb, m, _ in subs), all(t for *_, t in subs))
+        per_cb = [(cb, event_methods(cb)) for cb in self._cbs]
+        table = {
+            name: (name in INNER_LOOP, tuple((cb, meths[name]) for cb, meths in per_cb if name in meths))
+            for name in EVENT_NAMES
+        }
         self._table = table
         return table
 
@@ -191,9 +191,9 @@ class EventDispatch:
 
     def __call__(self, event: str) -> None:
         table = self._table if self._table is not None else self._build()
-        inner, entries, tracked = table[event]
+        inner, entries = table[event]
         if not inner:
-            self._ready_at = -1  # flags may change unseen (on a class): read them again each phase
+            self._ready_at = -1  # flags or classes may change unseen: read them again each phase
         if entries:
             cb: Any = None
             try:
@@ -204,23 +204,23 @@ class EventDispatch:
                 else:
                     training = self._training()
                     rest = entries  # those whose flags are read at their turn
-                    if tracked:
-                        if self._ready_at != FLAG_WRITES[0]:
-                            self._ready_train.clear()
-                            self._ready_valid.clear()
-                            self._ready_at = FLAG_WRITES[0]
-                        ready = (self._ready_train if training else self._ready_valid).get(event, _UNSET)
-                        if ready is _UNSET:
-                            ready = self._fill(event, entries, training)
-                        if ready is not None:
-                            seen = self._ready_at
-                            for cb, meth, at in ready:  # noqa: B007 (cb names the raiser below)
-                                meth()
-                                if FLAG_WRITES[0] != seen:  # a callback wrote run flags: read the rest's
-                                    rest = entries[at + 1 :]
-                                    break
-                            else:
-                                rest = ()
+                    if self._ready_at != FLAG_WRITES[0]:
+                        self._ready_train.clear()
+                        self._ready_valid.clear()
+                        self._tracked.clear()
+                        self._ready_at = FLAG_WRITES[0]
+                    ready = (self._ready_train if training else self._ready_valid).get(event, _UNSET)
+                    if ready is _UNSET:
+                        ready = self._fill(event, entries, training)
+                    if ready is not None:
+                        seen = self._ready_at
+                        for cb, meth, at in ready:  # noqa: B007 (cb names the raiser below)
+                            meth()
+                            if FLAG_WRITES[0] != seen:  # a callback wrote run flags: read the rest's
+                                rest = entries[at + 1 :]
+                                break
+                        else:
+                            rest = ()
                     if rest and training:
                         for cb, meth in rest:
                             if cb.run and cb.run_train:
@@ -246,7 +246,14 @@ class EventDispatch:
                     cb.run = True
 
     def _fill(self, event: str, entries: tuple[_Entry, ...], training: bool) -> tuple[_Ready, ...] | None:
-        ready = _runnable(entries, "run_train" if training else "run_valid")
+        # Whether each callback reports its flag writes is asked again after every reset (its
+        # class may have changed); None: some cannot, so this event reads flags at each call.
+        tracked = self._tracked
+        for cb, _ in entries:
+            if id(cb) not in tracked:
+                tracked[id(cb)] = tracks_run_flags(cb)
+        ok = all(tracked[id(cb)] for cb, _ in entries)
+        ready = _runnable(entries, "run_train" if training else "run_valid") if ok else None
         (self._ready_train if training else self._ready_valid)[event] = ready
         return ready
 

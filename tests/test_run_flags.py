@@ -166,12 +166,49 @@ def test_a_class_level_flag_change_holds_from_the_next_phase_level_event() -> No
     d, _ = dispatch(cb)
     d("after_batch")
     Cls.run_train = False  # on the class: no instance write to report
+    d("after_batch")  # within the phase: who runs was read at its first batch (the documented rule)
     d("after_train")  # any fit-, epoch- or phase-level event reads the flags again
     d("after_batch")
     object.__setattr__(cb, "run_train", True)  # around Callback.__setattr__: the same rule
     d("before_validate")
     d("after_batch")
-    assert log == ["cb", "cb"]
+    assert log == ["cb", "cb", "cb"]
+
+
+def test_a_class_turned_untracked_is_read_at_each_call_from_the_next_phase() -> None:
+    log: list[str] = []
+    switch = {"on": True}
+
+    class Cls(Count):
+        pass
+
+    class Live(Count):
+        @property
+        def run_train(self) -> bool:  # type: ignore[override]
+            return switch["on"]
+
+    a, b = Cls("a", log), Cls("b", log)
+    d, _ = dispatch(a, b)
+    d("after_batch")
+    Cls.run_train = property(lambda self: switch["on"])  # type: ignore[assignment]
+    b.__class__ = Live  # type: ignore[assignment]
+    d("before_validate")
+    d("after_batch")
+    switch["on"] = False  # no write anywhere: only per-call reads see it
+    d("after_batch")
+    assert log == ["a", "b", "a", "b"]
+
+
+def test_callbacks_added_or_removed_between_batches_take_part_at_once() -> None:
+    log: list[str] = []
+    first, second = Count("first", log), Count("second", log)
+    d, _ = dispatch(first)
+    d("after_batch")
+    d.add(second)
+    d("after_batch")
+    d.remove(first)
+    d("after_batch")
+    assert log == ["first", "first", "second", "second"]
 
 
 def test_in_a_fit_a_callback_stopping_after_two_batches_runs_twice_per_epoch(tmp_path: Any) -> None:
