@@ -19,6 +19,8 @@ _Row = tuple[bool, tuple[_Entry, ...]]
 #: A callback that runs at a batch-level event: (callback, method, its position in the event's entries).
 _Ready = tuple[Any, Callable[[], Any], int]
 _UNSET: Any = object()
+#: The levels whose ``after_`` event closes a block in ``show_training_loop``.
+_CLOSING = frozenset({"batch", "train", "validate", "epoch", "fit"})
 
 
 def event_methods(cb: object, names: Iterable[str] = EVENT_NAMES) -> dict[str, Callable[..., Any]]:
@@ -277,18 +279,7 @@ class EventDispatch:
             if subs:
                 names = ", ".join(type(getattr(c, "wrapped", c)).__name__ for c in subs)  # a dialect's: its own class
                 lines.append("  " * indent + f"- {name:<22}: " + names)
-            if (
-                name.startswith("after_")
-                and not name.startswith("after_cancel")
-                and name[6:]
-                in (
-                    "batch",
-                    "train",
-                    "validate",
-                    "epoch",
-                    "fit",
-                )
-            ):
+            if name.startswith("after_") and name[6:] in _CLOSING:
                 indent = max(indent - 1, 0)
                 lines.append("  " * indent + "End " + name[6:].capitalize())
         return "\n".join(lines)
