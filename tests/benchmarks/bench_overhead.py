@@ -583,21 +583,8 @@ def repeat_ci95(pairs: list[float], repeats: int) -> tuple[float, float] | None:
 def summarize(s: Setup, vs: list[Variant], clock: str = "wall") -> dict[str, Any]:
     """Stats of ``clock`` (the one the ratios and budget use); the other clock's under ``other_clock``."""
     other = "cpu" if clock == "wall" else "wall"
-    canon = (
-        "a",
-        "a2",
-        "b",
-        "b2",
-        "c",
-        "d",
-        "d'",
-        "e",
-        "f1",
-        "f3",
-        "g",
-        "g0",
-        "g1",
-    )  # table order (timing order differs)
+    # Table order (timing order differs).
+    canon = ("a", "a2", "b", "b2", "c", "d", "d'", "e", "f1", "f3", "g", "g0", "g1")
     by = {v.key: v for v in sorted(vs, key=lambda v: canon.index(v.key)) if v.wall}
     res: dict[str, Any] = {
         "config": {
