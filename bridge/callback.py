@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .protocol import LoopState
 
-__all__ = ["FLAG_WRITES", "RUN_FLAGS", "Callback", "callback_name", "camel2snake", "tracks_run_flags"]
+__all__ = ["FLAG_WRITES", "RUN_FLAGS", "Callback", "RunFlag", "callback_name", "camel2snake", "tracks_run_flags"]
 
 #: The flags that decide whether a callback runs at an event.
 RUN_FLAGS: tuple[str, ...] = ("run", "run_train", "run_valid")
@@ -19,6 +19,47 @@ _RUN_FLAGS = frozenset(RUN_FLAGS)
 #: of who runs at the batch-level events (:class:`~bridge.handler.EventDispatch`) holds while
 #: it stands still.
 FLAG_WRITES: list[int] = [0]
+
+
+class RunFlag:
+    """A run flag that reports its writes, for classes that are not :class:`Callback` subclasses.
+
+    A data descriptor: every write or delete on an instance (``object.__setattr__`` included)
+    bumps :data:`FLAG_WRITES`, with no ``__setattr__`` on the class to slow its other writes.
+    The dialect wrappers and loop helpers hold their flags so (:func:`tracks_run_flags`).
+
+    Example:
+        >>> class Helper:
+        ...     run = RunFlag()
+        >>> h, before = Helper(), FLAG_WRITES[0]
+        >>> h.run = False
+        >>> h.run, FLAG_WRITES[0] - before
+        (False, 1)
+    """
+
+    def __init__(self, default: bool = True) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: object, owner: type | None = None) -> Any:
+        if obj is None:
+            return self.default
+        return obj.__dict__.get(self.name, self.default)
+
+    def __set__(self, obj: object, value: Any) -> None:
+        FLAG_WRITES[0] += 1
+        obj.__dict__[self.name] = value
+
+    def __delete__(self, obj: object) -> None:
+        FLAG_WRITES[0] += 1
+        if obj.__dict__.pop(self.name, _MISSING) is _MISSING:
+            raise AttributeError(self.name)
+
+
+_MISSING = object()
 
 _CAMEL_1 = re.compile(r"(.)([A-Z][a-z]+)")
 _CAMEL_2 = re.compile(r"([a-z0-9])([A-Z])")
@@ -113,9 +154,10 @@ class Callback:
 def tracks_run_flags(cb: object) -> bool:
     """Whether every change of ``cb``'s run flags bumps :data:`FLAG_WRITES`.
 
-    True for a :class:`Callback` whose class keeps its attribute hooks and holds the flags as
-    plain values (a property could change without a write). The exceptions, a flag set through
-    ``object.__setattr__`` or on the class itself, are seen at the next fit-, epoch- or
+    True when each flag is a :class:`RunFlag` on the class, or a plain value on a
+    :class:`Callback` whose class keeps its attribute hooks (a property could change without a
+    write). The exceptions, a flag set through ``object.__setattr__`` on a ``Callback``, written
+    into the instance ``__dict__`` or on the class itself, are seen at the next fit-, epoch- or
     phase-level event (see docs/design.md, "order, run, run_train, run_valid").
 
     Example:
@@ -125,20 +167,25 @@ def tracks_run_flags(cb: object) -> bool:
         ...     @property
         ...     def run_valid(self) -> bool:
         ...         return True
-        >>> tracks_run_flags(Quiet()), tracks_run_flags(Live()), tracks_run_flags(object())
-        (True, False, False)
+        >>> class Helper:
+        ...     run, run_train, run_valid = RunFlag(), RunFlag(), RunFlag()
+        >>> [tracks_run_flags(cb) for cb in (Quiet(), Live(), object(), Helper())]
+        [True, False, False, True]
     """
     cls = type(cb)
-    if (
-        cls.__setattr__ is not Callback.__setattr__
-        or cls.__delattr__ is not Callback.__delattr__
-        or cls.__getattribute__ is not object.__getattribute__
-    ):
+    if cls.__getattribute__ is not object.__getattribute__:
         return False
+    hooks_kept = cls.__setattr__ is Callback.__setattr__ and cls.__delattr__ is Callback.__delattr__
     for flag in RUN_FLAGS:
         for klass in cls.__mro__:  # what inspect.getattr_static finds on the class, without its cost
             if flag in klass.__dict__:
-                if hasattr(klass.__dict__[flag], "__get__"):
+                value = klass.__dict__[flag]
+                if type(value) is RunFlag:
+                    break
+                if not hooks_kept or hasattr(value, "__get__"):
                     return False
                 break
+        else:
+            if not hooks_kept:
+                return False
     return True

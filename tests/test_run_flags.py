@@ -239,3 +239,36 @@ def test_in_a_fit_a_callback_stopping_after_two_batches_runs_twice_per_epoch(tmp
     learn.fit(2)
     assert first.iters == [(0, 0), (0, 1), (0, 0), (0, 1), (1, 0), (1, 1), (1, 0), (1, 1)]
     assert valid.n == 2 * 2
+
+
+def test_dialect_wrappers_and_loop_helpers_report_their_flag_writes(tmp_path: Any) -> None:
+    from bridge.callback import tracks_run_flags
+
+    log: list[str] = []
+
+    class OldStyle:  # fastai v1: keyword state, no base class
+        def on_batch_end(self, **kwargs: Any) -> None:
+            log.append("v1")
+
+    learn = make_learner(tmp_path, cbs=[OldStyle()])
+    handler = learn.cb_handler
+    wrapper = next(cb for cb in handler._cbs if getattr(cb, "wrapped", None) is not None)
+    assert all(tracks_run_flags(cb) for cb in handler._cbs)  # wrapper, V1Prelude, V1Flags, the rest
+
+    class Muter(Callback):
+        order = wrapper.order - 1  # runs just before the wrapper
+
+        def after_batch(self) -> None:
+            log.append("muter")
+            if log.count("muter") == 2:
+                wrapper.run_train = False
+            elif log.count("muter") == 3:
+                object.__setattr__(wrapper, "run_train", True)  # the flag's own descriptor reports it too
+
+    # The v1 callback with its helpers and the muter, without the Learner's own callbacks.
+    d, _ = dispatch(Muter(), *(cb for cb in handler._cbs if getattr(cb, "loop_helper", False) or cb is wrapper))
+    for _ in range(4):
+        d("after_batch")
+    assert log == ["muter", "v1", "muter", "muter", "v1", "muter", "v1"]
+    del wrapper.run_train  # back to the class default, reported as well
+    assert wrapper.run_train is True

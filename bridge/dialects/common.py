@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..callback import callback_name
+from ..callback import RunFlag, callback_name
 
 __all__ = ["COURSE_EVENTS", "V1_ARGUMENTS", "V1_EVENTS", "V1_STATE_KEYS", "LoopHelper"]
 
@@ -108,9 +108,7 @@ class LoopHelper:
 
     order = 10**9
     loop_helper = True
-    run = True
-    run_train = True
-    run_valid = True
+    run, run_train, run_valid = RunFlag(), RunFlag(), RunFlag()  # writes reported: flags read once per phase
 
     def __init__(self, learn: Any) -> None:
         self.learn = learn
@@ -119,13 +117,11 @@ class LoopHelper:
 class _Wrapped:
     """Common part of the dialect wrappers: order, run flags, identity of the original."""
 
-    run_train = True
-    run_valid = True
+    run, run_train, run_valid = RunFlag(), RunFlag(), RunFlag()  # writes reported: flags read once per phase
 
     def __init__(self, cb: Any, learn: Any) -> None:
         self.wrapped = cb
         self.learn = learn
-        self.run = True
         order = inspect.getattr_static(cb, "_order", None)
         if order is None:
             order = inspect.getattr_static(cb, "order", 0)
