@@ -37,6 +37,10 @@ class Recorder(Callback):
     - ``lrs``: learning rate of the last param group per iteration.
     - ``values``: one row per epoch, ``[train_loss, valid_loss, *metrics]``.
     - ``metric_names``: ``['epoch', 'train_loss', 'valid_loss', *metrics, 'time']``.
+    - As fastai's: ``train_metrics=True`` also computes the metrics on the training batches
+      (columns ``train_loss, train_<metric>..., valid_loss, valid_<metric>...``);
+      ``valid_metrics=False`` records nothing of the validation (it still runs); with both
+      off, the header still names the metrics, which get no values (nan in ``full_values``).
 
     Per-step values stay on the device and are read back every ``log_every_n_steps``
     batches (and at the end of each training phase), when they are also sent to the
@@ -54,19 +58,17 @@ class Recorder(Callback):
 
     order = 50
 
-    def __init__(self, add_time: bool = True, train_metrics: bool = False, beta: float = 0.98) -> None:
-        for name, flag in (("add_time", add_time), ("train_metrics", train_metrics)):
+    def __init__(
+        self, add_time: bool = True, train_metrics: bool = False, valid_metrics: bool = True, beta: float = 0.98
+    ) -> None:
+        for name, flag in (("add_time", add_time), ("train_metrics", train_metrics), ("valid_metrics", valid_metrics)):
             if not isinstance(flag, bool):
                 raise TypeError(f"Recorder: `{name}` must be a bool, got {flag!r}")
-        if train_metrics:
-            raise NotImplementedError(
-                "Recorder: `train_metrics=True` (metrics on training batches) is not supported yet; "
-                "metrics are computed on the validation set"
-            )
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
             raise ValueError(f"Recorder: `beta` must be a number in [0, 1), got {beta!r}")
         self.add_time = add_time
         self.train_metrics = train_metrics
+        self.valid_metrics = valid_metrics
         self.beta = beta
         self.lrs: list[float] = []
         self.iters: list[int] = []
@@ -87,6 +89,7 @@ class Recorder(Callback):
         self._host_val = 0.0
         self._host_count = 0
         self._logged_at = self._epoch_first = 0
+        self._train_from = 0  # _count at this epoch's before_train
 
     @property
     def _in_fit(self) -> bool:
@@ -96,7 +99,13 @@ class Recorder(Callback):
     def before_fit(self) -> None:
         learn = self.learn
         names = [metric_name(m) for m in learn.metrics]
-        self.metric_names = ["epoch", "train_loss", "valid_loss", *names] + (["time"] if self.add_time else [])
+        if self.train_metrics and self.valid_metrics:
+            cols = [f"{phase}_{n}" for phase in ("train", "valid") for n in ("loss", *names)]
+        elif self.valid_metrics:
+            cols = ["train_loss", "valid_loss", *names]
+        else:
+            cols = ["train_loss", *names]  # fastai's header, whether or not train_metrics gives them values
+        self.metric_names = ["epoch", *cols] + (["time"] if self.add_time else [])
         self.before_epoch()
         # As fastai 2.8: every fit, validate and get_preds starts a new history (a nested,
         # inner get_preds fires no before_fit and leaves it alone).
@@ -120,6 +129,13 @@ class Recorder(Callback):
         self._start = time.time()
         self._train_loss = math.nan
         self._valid = [math.nan] * (1 + len(self.learn.metrics))
+        self._train_mets = [math.nan] * len(self.learn.metrics)
+
+    def before_train(self) -> None:
+        self._train_from = self._count
+        if self.train_metrics:
+            for m in self.learn.metrics:
+                m.reset()
 
     def before_validate(self) -> None:
         learn = self.learn
@@ -153,7 +169,10 @@ class Recorder(Callback):
             self.lrs.append(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
             if self._flush_per_batch and len(self._pending) >= self._every:
                 self._flush()
-        else:
+            if self.train_metrics:
+                for m in learn.metrics:
+                    m.update(learn.pred, *learn.yb)
+        elif self.valid_metrics:
             self._valid_loss.update(learn.loss, find_bs(learn.yb))
             for m in learn.metrics:
                 m.update(learn.pred, *learn.yb)
@@ -225,34 +244,40 @@ class Recorder(Callback):
         self._train_seen = True
         if self.losses:
             self._train_loss = self.losses[-1]
+        # Under DDP compute() is a collective: every rank calls it, even one that saw no batch.
+        if self.train_metrics and (self._count > self._train_from or world_size() > 1):
+            self._train_mets = self._compute(self.learn.metrics)
         if self._host_count > self._epoch_first and self._logged_at <= self._epoch_first:
             self._log_point()  # an epoch shorter than log_every_n_steps still shows its train loss
 
     def after_validate(self) -> None:
         learn = self.learn
-        # Under DDP compute() is a collective: every rank calls it, even one that saw no batch.
-        if self._valid_loss.update_count == 0 and world_size() == 1:
+        if not self.valid_metrics or (self._valid_loss.update_count == 0 and world_size() == 1):
             return
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*compute.*before the.*update.*")
-            values = [self._valid_loss.compute()]
-            values += [m.compute() for m in learn.metrics]
-        self._valid = [float(v) for v in values]
+        self._valid = self._compute([self._valid_loss, *learn.metrics])
         self._valid_seen = True
         learn.last_metrics = list(self._valid)
+
+    @staticmethod
+    def _compute(metrics: list[Any]) -> list[float]:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*compute.*before the.*update.*")
+            return [float(m.compute()) for m in metrics]
 
     def after_epoch(self) -> None:
         learn = self.learn
         if not self._in_fit:
-            learn.final_record = list(self._valid)
-            self.values.append(list(self._valid))  # fastai: an evaluation's history is its one row
+            learn.final_record = list(self._valid) if self.valid_metrics else []
+            self.values.append(list(learn.final_record))  # fastai: an evaluation's history is its one row
             self.full_values.append([math.nan, *self._valid])
             return
         self._flush()  # losses of a cancelled epoch, so that ranks stay aligned batch by batch
-        full = [self._train_loss, *self._valid]
+        train = [self._train_loss, *self._train_mets] if self.train_metrics else [self._train_loss]
+        valid = list(self._valid) if self.valid_metrics else []
+        full = train + valid + [math.nan] * (len(self.metric_names) - 1 - self.add_time - len(train) - len(valid))
         # fastai 2.8's record: a phase that was cancelled (or never ran) adds no values.
-        record = ([self._train_loss] if self._train_seen and not self.cancel_train else []) + (
-            list(self._valid) if self._valid_seen and not self.cancel_valid else []
+        record = (train if self._train_seen and not self.cancel_train else []) + (
+            valid if self._valid_seen and not self.cancel_valid else []
         )
         learn.final_record = record
         self.values.append(record)
@@ -263,7 +288,8 @@ class Recorder(Callback):
             row.append(format_time(time.time() - self._start))
         self.log = row  # fastai's recorder.log: this epoch's row
         learn.logger(row)
-        logged = dict(zip(self.metric_names[2:], self._valid, strict=False))
+        # train_loss goes to the loggers at each logging step; here only to monitoring callbacks.
+        logged = dict(zip(self.metric_names[2:], full[1 : len(train) + len(valid)], strict=False))
         learn.log_epoch(logged, extra={"train_loss": self._train_loss})
 
     def after_fit(self) -> None:

@@ -126,7 +126,7 @@ AT_CONSTRUCTION: list[Row] = [
     ("csv_fname_nul", lambda p: CSVLogger(fname="h\x00.csv"), TypeError, r"`fname`.*NUL"),
     ("csv_append", lambda p: CSVLogger(append="no"), TypeError, r"`append`.*bool.*'no'"),
     ("recorder_beta", lambda p: Recorder(beta=1.0), ValueError, r"`beta`.*\[0, 1\).*1\.0"),
-    ("recorder_train_metrics", lambda p: Recorder(train_metrics=True), NotImplementedError, r"`train_metrics=True`"),
+    ("recorder_valid_metrics_none", lambda p: Recorder(valid_metrics=None), TypeError, r"`valid_metrics`.*bool.*got None"),
     ("recorder_beta_str", lambda p: Recorder(beta="a"), ValueError, r"`beta`.*number in \[0, 1\).*'a'"),
     ("recorder_beta_bool", lambda p: Recorder(beta=True), ValueError, r"`beta`.*number in \[0, 1\).*True"),
     ("recorder_train_metrics_int", lambda p: Recorder(train_metrics=1), TypeError, r"`train_metrics`.*bool.*got 1"),

@@ -144,3 +144,19 @@ def test_a_fastai_metric_reading_what_it_cannot_see_names_it(tmp_path: Path) -> 
     _, fl = both(tmp_path, mlp(), SGD, metrics=[fa_learner.AvgLoss()])  # reads learn.loss
     with pytest.raises(AttributeError, match=r"metric AvgLoss reads learn.loss; .* sees learn.pred, learn.yb"):
         quietly(fl.fit, 1)
+
+
+@pytest.mark.parametrize("train_metrics", [True, False])
+@pytest.mark.parametrize("valid_metrics", [True, False])
+def test_recorders_train_and_valid_metrics_give_fastais_columns_and_values(
+    tmp_path: Path, train_metrics: bool, valid_metrics: bool
+) -> None:
+    fa, fl = both(tmp_path, mlp(), SGD, lr=0.5, metrics=[fa_metrics.accuracy])
+    for learn in (fa, fl):  # fastai's idiom: flags set on the learner's own Recorder
+        learn.recorder.train_metrics, learn.recorder.valid_metrics = train_metrics, valid_metrics
+    quietly(fa.fit, 2)
+    quietly(fl.fit, 2)
+    assert fl.recorder.metric_names == fa.recorder.metric_names
+    assert [len(row) for row in fl.recorder.values] == [len(row) for row in fa.recorder.values]
+    assert _values(fl) == pytest.approx(_values(fa), rel=1e-5)
+    assert quietly(fl.validate) == pytest.approx(list(quietly(fa.validate)), rel=1e-5)
