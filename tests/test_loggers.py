@@ -8,8 +8,10 @@ import types
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger as PLCSVLogger
 from lightning.pytorch.loggers import TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
@@ -17,7 +19,7 @@ from torch.utils.data import TensorDataset
 
 from bridge import Callback, DataBunch
 from callbacks import CSVLogger, TensorBoardCallback
-from tests.helpers import make_learner, make_model
+from tests.helpers import make_data, make_learner, make_model
 
 
 def accuracy(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -211,3 +213,54 @@ def test_a_fit_shorter_than_log_every_n_steps_still_shows_its_train_loss(tmp_pat
     loss = scalars(events(logger.log_dir), "train_loss")
     assert [s for s, _ in loss] == [n_iter, 2 * n_iter]  # one point at the end of each epoch
     assert [v for _, v in loss] == pytest.approx([rec.losses[n_iter - 1], rec.losses[-1]], rel=1e-6)
+
+
+# -- learn.log_epoch: what Lightning's self.log(on_epoch=True) leaves, written directly (docs/performance.md) ----
+class LogsEpochValues(Callback):
+    def after_epoch(self) -> None:
+        self.learn.log_epoch({"a": 0.25 * (self.epoch + 1)}, extra={"b": 2.0 + self.epoch})
+
+
+class SelfLogs(pl.LightningModule):
+    """Bare Lightning logging the same epoch value with its own ``self.log``: the oracle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = make_model()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return nn.functional.cross_entropy(self.lin(batch[0]), batch[1])
+
+    def on_train_epoch_end(self) -> None:
+        self.log("a", 0.25 * (self.current_epoch + 1), on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_log_epoch_leaves_what_lightnings_self_log_leaves(tmp_path: Path) -> None:
+    data = make_data()
+    learn = make_learner(tmp_path, data, logger=PLCSVLogger(tmp_path, name="learner"), log_every_n_steps=2)
+    learn.fit(3, cbs=LogsEpochValues())
+    bare = pl.Trainer(
+        max_epochs=3,
+        logger=PLCSVLogger(tmp_path, name="bare"),
+        log_every_n_steps=2,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    bare.fit(SelfLogs(), data.train_dl)
+
+    def rows(trainer: pl.Trainer) -> list[tuple[str, str, str]]:
+        with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as f:  # type: ignore[union-attr]
+            return [(r["epoch"], r["step"], r["a"]) for r in csv.DictReader(f) if r["a"]]
+
+    assert rows(learn.trainer) == rows(bare) == [("0", "5", "0.25"), ("1", "11", "0.5"), ("2", "17", "0.75")]
+    for metrics in ("logged_metrics", "callback_metrics"):
+        mine, theirs = getattr(learn.trainer, metrics)["a"], getattr(bare, metrics)["a"]
+        assert (mine.dtype, mine.device, float(mine)) == (theirs.dtype, theirs.device, 0.75)
+    assert float(learn.trainer.callback_metrics["b"]) == 4.0  # extra: for monitoring callbacks only
+    assert "b" not in learn.trainer.logged_metrics
+    with open(Path(learn.trainer.logger.log_dir) / "metrics.csv", newline="") as f:  # type: ignore[union-attr]
+        assert "b" not in next(csv.reader(f))
