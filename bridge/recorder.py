@@ -139,7 +139,8 @@ class Recorder(Callback):
 
     def before_validate(self) -> None:
         learn = self.learn
-        self._valid_loss = self._valid_loss.to(learn.device)
+        if self._valid_loss.device != learn.device:  # Metric.to walks every state: ~0.2 ms even to its own device
+            self._valid_loss = self._valid_loss.to(learn.device)
         self._valid_loss.reset()
         for m in learn.metrics:
             m.reset()
