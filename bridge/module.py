@@ -193,6 +193,15 @@ class LearnerModule(pl.LightningModule):
         self._hook_callers: dict[str, Any] = {}
         skip_idle_hooks(self)  # Lightning's empty per-batch hooks: not called (see bridge.idle_hooks)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning writes _current_fx_name twice around every hook call (~30 a batch), and
+        # nn.Module.__setattr__ asks whether each value is a Parameter, a Module or a buffer
+        # (~0.5 µs): a name and None are neither, so they go where that check would put them.
+        if name == "_current_fx_name" and (value is None or type(value) is str):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def forward(self, *xb: Any) -> Any:
         return self.learn.model(*xb)
 
