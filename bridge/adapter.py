@@ -41,6 +41,7 @@ from .adapter_manual import MANUAL_PATCH, ManualSteps, check_manual
 from .adapter_patch import Patched, is_wrapper, patch, unpatch
 from .callback_state import CKPT_KEY, callback_states
 from .engine import BatchEngine, BatchOps, split_batch
+from .fast_setattr import restore, speed_up
 from .hypers import fastai_api
 from .idle_hooks import restore_idle_hooks, skip_idle_hooks
 from .levels import Levels
@@ -208,6 +209,7 @@ class LightningAdapter(pl.Callback):
         self._profiler: Any = None  # the Trainer's own, restored at teardown
         self._epoch_started = -1  # the epoch of the last on_train_epoch_start
         self._idle: list[str] = []  # the module's hooks skipped for this fit (bridge.idle_hooks)
+        self._class: type | None = None  # the module's own class, while it has bridge.fast_setattr's
         for name in _UNUSED_BATCH_HOOKS:
             if getattr(type(self), name) is getattr(pl.Callback, name):  # not a subclass's own
                 self.__dict__[name] = None
@@ -243,12 +245,15 @@ class LightningAdapter(pl.Callback):
             check_manual(trainer, learn.loss_func)
             self._wrap(pl_module, MANUAL_PATCH, self._manual.manual_backward)
         self._idle = skip_idle_hooks(pl_module)  # Lightning's empty per-batch hooks: not called
+        self._class = speed_up(pl_module)  # Lightning's hook-name writes, ~30 a batch (bridge.fast_setattr)
         self._module = pl_module
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         unpatch(pl_module)
         restore_idle_hooks(pl_module, self._idle)
         self._idle = []
+        restore(pl_module, self._class)
+        self._class = None
         self._manual.unwrap()
         restore_profiler(trainer, self._profiler)
         self._profiler = None
