@@ -24,6 +24,12 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert results[0]["weights"] == results[1]["weights"]
     assert results[0]["values"] == results[1]["values"]
     assert results[0]["losses"] == results[1]["losses"] and len(results[0]["losses"]) == 6
+    # The epoch values Lightning's monitoring callbacks read: the same on both ranks, the Recorder's.
+    assert results[0]["callback_metrics"] == results[1]["callback_metrics"]
+    assert results[0]["callback_metrics"] == {
+        "train_loss": pytest.approx(results[0]["values"][-1][0], rel=1e-6),  # float32 tensors
+        "valid_loss": pytest.approx(results[0]["values"][-1][1], rel=1e-6),
+    }
     # The article's callbacks, one rank deciding: 384 items / 2 ranks / bs 32 = 6 batches a rank.
     # Rank 1's refused 2nd batch is skipped on both ranks; rank 0's stop after 3 steps ends both passes
     # (rank 1 learns of it at the next batch's agreement point, having begun that batch: no step).

@@ -112,6 +112,8 @@ def main(argv: list[str]) -> None:
     learn.fit(2, accelerator="cpu", devices=2, strategy="ddp")
     recorder = named_cb(learn, "recorder", Recorder)
     rank = trainer_of(learn).global_rank
+    # What Lightning's monitoring callbacks read (no all-reduce of them: the Recorder's values are global).
+    monitored = {name: float(v) for name, v in trainer_of(learn).callback_metrics.items()}
     seed = SeedDecides(rank)
     ddp = {"accelerator": "cpu", "devices": 2, "strategy": "ddp"}
     seed_learn = make_learner(".", data=make_data(n=384, n_valid=64, bs=32), lr=1e-2, **ddp)
@@ -122,6 +124,7 @@ def main(argv: list[str]) -> None:
             "weights": flat_params(learn.model),
             "values": recorder.values,
             "losses": recorder.losses,
+            "callback_metrics": monitored,
             "world": trainer_of(learn).world_size,
             "rank": rank,
             "seed": {"steps": seed.steps, "batches": seed.batches, "valid": seed.valid},
