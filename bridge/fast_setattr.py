@@ -81,8 +81,10 @@ def _fast_class(cls: type) -> type:
 def speed_up(module: nn.Module) -> type | None:
     """Give ``module`` :func:`fast_setattr` for a fit; returns its class for :func:`restore` (None: left alone)."""
     cls = type(module)
+    if _FAST.get(cls.__bases__[0]) is cls:  # already sped up (a second set-up before a teardown)
+        return cls.__bases__[0]
     own = (
-        cls.__setattr__ is not nn.Module.__setattr__  # its own (or already this one)
+        cls.__setattr__ is not nn.Module.__setattr__  # its own
         or cls.__new__ is not object.__new__
         or cls.__reduce_ex__ is not object.__reduce_ex__
         or cls.__reduce__ is not object.__reduce__

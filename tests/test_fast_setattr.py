@@ -120,10 +120,11 @@ def test_a_class_with_its_own_setattr_is_left_alone() -> None:
     assert looks.seen["type"] is OwnSetattr and module.fx_writes > 0
 
 
-def test_restore_leaves_a_class_changed_since_alone() -> None:
+def test_a_second_speed_up_is_a_no_op_and_restore_leaves_a_class_changed_since_alone() -> None:
     module = Plain()
     original = speed_up(module)
-    assert speed_up(module) is None  # already sped up: nothing to do twice
+    fast = type(module)
+    assert speed_up(module) is Plain and type(module) is fast  # a second set-up: same class, same original
 
     class Sharded(type(module)):  # as fully_shard swaps in its own subclass
         pass
