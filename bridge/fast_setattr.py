@@ -12,7 +12,8 @@ The :class:`~bridge.module.LearnerModule` uses :func:`fast_setattr` as its ``__s
 ``LightningAdapter`` gives a user's module the same for the length of a fit: :func:`speed_up`
 sets its ``__class__`` to a subclass that only adds :func:`fast_setattr` (same name, module and
 qualified name; ``pickle`` and ``copy`` see the original class), and :func:`restore` sets it back.
-A class with its own ``__setattr__``, ``__new__``, ``__getnewargs__`` or reduce is left alone.
+A class with its own ``__setattr__``, ``__new__``, ``__getnewargs__``, reduce, ``__init_subclass__`` or
+metaclass is left alone.
 
 What a user could notice: during the fit ``type(module) is Net`` is False (``isinstance`` holds,
 and ``type(module).__mro__`` has the one extra class first).
@@ -28,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import copyreg
 from typing import Any
 
@@ -46,7 +48,9 @@ def fast_setattr(self: nn.Module, name: str, value: Any) -> None:
 
 def _reduce_ex(self: nn.Module, protocol: Any) -> Any:
     # pickle and copy rebuild the module as its original class (the subclass exists only for a fit).
-    fast = type(self)
+    fast: type = next(k for k in type(self).__mro__ if _FAST.get(k.__bases__[0]) is k)
+    if type(self) is not fast:  # subclassed again since (e.g. fully_shard's class): as if fast were not there
+        return super(fast, self).__reduce_ex__(protocol)  # type: ignore[arg-type]
     base = fast.__bases__[0]
     object.__setattr__(self, "__class__", base)
     try:
@@ -90,12 +94,15 @@ def speed_up(module: nn.Module) -> type | None:
         or cls.__reduce__ is not object.__reduce__
         or hasattr(cls, "__getnewargs__")
         or hasattr(cls, "__getnewargs_ex__")
+        # Defining a subclass runs these: a registry of subclasses would see (or refuse) this one.
+        or any("__init_subclass__" in vars(k) for k in cls.__mro__[:-1])
+        or type(cls) not in (type, abc.ABCMeta)
     )
-    if own:  # left alone: its writes, or the way it is rebuilt, are its own
+    if own:  # left alone: its writes, the way it is rebuilt, or its subclassing are its own
         return None
     try:
         module.__class__ = _fast_class(cls)
-    except TypeError:  # e.g. __slots__ or a C-level layout: no faster class for it
+    except Exception:  # e.g. __slots__ or a C-level layout: no faster class for it
         return None
     return cls
 

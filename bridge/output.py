@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from .distributed import is_global_zero
+from .distributed import collectives_enabled, is_global_zero, reduce_mean
 
 __all__ = ["EpochTable", "LoopOutput"]
 
@@ -51,10 +51,10 @@ class LoopOutput:
             logger.log_metrics(values, step=step)
 
     def log_epoch(self, values: dict[str, float], extra: dict[str, float] | None = None) -> None:
-        """Log epoch values as Lightning's ``self.log(on_epoch=True)`` would: loggers and ``callback_metrics``.
+        """Log epoch values as Lightning's ``self.log(on_epoch=True, sync_dist=True)``: loggers, ``callback_metrics``.
 
         ``extra`` values reach ``trainer.callback_metrics`` (for monitoring callbacks) but
-        not the loggers.
+        not the loggers. Under DDP every rank calls it (the values are averaged over the ranks).
 
         Example:
             >>> from bridge import Callback
@@ -66,18 +66,24 @@ class LoopOutput:
             >>> float(learn.trainer.callback_metrics["best"])
             0.5
         """
-        trainer = self.trainer
+        trainer, module = self.trainer, getattr(self, "module", None)
         if trainer is None or getattr(self, "_no_logging", False):
             return
-        # Written straight where self.log's values end up: self.log cost ~1.3 ms an epoch (a torchmetrics
-        # state per value, collected at the epoch end), 3.5% of the peer job's fit (docs/performance.md,
-        # "Peer job"). The values are global already (synced metrics): no all-reduce, every rank holds
-        # the same ones, as self.log(sync_dist=True) left them.
-        module = getattr(self, "module", None)
-        device = module.device if module is not None else None
-        logged = {name: torch.tensor(float(v), device=device) for name, v in values.items()}
-        trainer.callback_metrics.update(logged)
-        trainer.callback_metrics.update({k: torch.tensor(float(v), device=device) for k, v in (extra or {}).items()})
+        extra = extra or {}
+        if module is None or module._current_fx_name != "on_train_epoch_end":
+            self._self_log(values, extra)
+            return
+        # At the epoch end, where the Recorder logs, the values go straight where self.log's end up:
+        # self.log cost ~1.3 ms an epoch (a torchmetrics state per value, collected at the epoch
+        # end), 3.5% of the peer job's fit (docs/performance.md, "Peer job").
+        names, numbers = [*values, *extra], [float(v) for v in (*values.values(), *extra.values())]
+        if collectives_enabled() and numbers:  # sync_dist=True's mean over the ranks, in one all-reduce
+            numbers = reduce_mean(torch.tensor(numbers, dtype=torch.float64, device=module.device)).tolist()
+        dtype = torch.get_default_dtype()
+        dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32  # as Lightning's results
+        tensors = {name: torch.tensor(v, dtype=dtype, device=module.device) for name, v in zip(names, numbers)}
+        trainer.callback_metrics.update(tensors)
+        logged = {name: tensors[name] for name in values}
         if logged and trainer.loggers:
             # Lightning's own epoch-end logging (logged_metrics, the "epoch" key, logger.save()), at the
             # step Lightning gives epoch values: that of the epoch's last batch (FitLoop.on_advance_end).
@@ -87,6 +93,22 @@ class LoopOutput:
                 trainer._logger_connector.log_metrics(logged)
             finally:
                 loop._batches_that_stepped += 1
+
+    def _self_log(self, values: dict[str, float], extra: dict[str, float]) -> None:
+        # Anywhere else (a callback's after_validate, after_batch, ...): Lightning's self.log itself.
+        to_logger = bool(self.trainer.loggers)
+        try:
+            for name, value in values.items():
+                self.module.log(
+                    name, float(value), on_step=False, on_epoch=True, logger=to_logger, batch_size=1, sync_dist=True
+                )
+            for name, value in extra.items():
+                self.module.log(
+                    name, float(value), on_step=False, on_epoch=True, logger=False, batch_size=1, sync_dist=True
+                )
+        except Exception:  # outside a hook where Lightning allows self.log: write to the loggers directly
+            if to_logger:
+                self.log_step(dict(values), step=self.trainer.global_step)
 
 
 class EpochTable:

@@ -29,6 +29,7 @@ def test_ddp_two_processes(tmp_path: Path) -> None:
     assert results[0]["callback_metrics"] == {
         "train_loss": pytest.approx(results[0]["values"][-1][0], rel=1e-6),  # float32 tensors
         "valid_loss": pytest.approx(results[0]["values"][-1][1], rel=1e-6),
+        "rank_mean": 0.5,  # a user's rank-dependent value: averaged over the ranks
     }
     # The article's callbacks, one rank deciding: 384 items / 2 ranks / bs 32 = 6 batches a rank.
     # Rank 1's refused 2nd batch is skipped on both ranks; rank 0's stop after 3 steps ends both passes

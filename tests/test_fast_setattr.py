@@ -130,5 +130,30 @@ def test_a_second_speed_up_is_a_no_op_and_restore_leaves_a_class_changed_since_a
         pass
 
     module.__class__ = Sharded
+    assert type(copy.copy(module)) is Sharded  # copied as if the fit's subclass were not there
     restore(module, original)
     assert type(module) is Sharded
+
+
+REGISTRY: dict[str, type] = {}
+
+
+class Registered(Plain):
+    """Registers its subclasses: defining one more (the fit's) would change the registry."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__name__ in REGISTRY:
+            raise ValueError(f"{cls.__name__} registered twice")
+        REGISTRY[cls.__name__] = cls
+
+
+class Model(Registered):
+    pass
+
+
+def test_a_class_that_watches_its_subclasses_is_left_alone() -> None:
+    module = Model()
+    assert speed_up(module) is None and type(module) is Model and REGISTRY == {"Model": Model}
+    _fit(module)
+    assert REGISTRY == {"Model": Model}

@@ -217,6 +217,9 @@ def test_a_fit_shorter_than_log_every_n_steps_still_shows_its_train_loss(tmp_pat
 
 # -- learn.log_epoch: what Lightning's self.log(on_epoch=True) leaves, written directly (docs/performance.md) ----
 class LogsEpochValues(Callback):
+    def after_validate(self) -> None:  # not at the epoch end: through Lightning's self.log
+        self.learn.log_epoch({"v": 0.5 * (self.epoch + 1)})
+
     def after_epoch(self) -> None:
         self.learn.log_epoch({"a": 0.25 * (self.epoch + 1)}, extra={"b": 2.0 + self.epoch})
 
@@ -230,6 +233,12 @@ class SelfLogs(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return nn.functional.cross_entropy(self.lin(batch[0]), batch[1])
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        pass
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("v", 0.5 * (self.current_epoch + 1), on_step=False, on_epoch=True)
 
     def on_train_epoch_end(self) -> None:
         self.log("a", 0.25 * (self.current_epoch + 1), on_step=False, on_epoch=True)
@@ -250,13 +259,14 @@ def test_log_epoch_leaves_what_lightnings_self_log_leaves(tmp_path: Path) -> Non
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    bare.fit(SelfLogs(), data.train_dl)
+    bare.fit(SelfLogs(), data.train_dl, data.valid_dl)
 
-    def rows(trainer: pl.Trainer) -> list[tuple[str, str, str]]:
+    def rows(trainer: pl.Trainer, name: str) -> list[tuple[str, str, str]]:
         with open(Path(trainer.logger.log_dir) / "metrics.csv", newline="") as f:  # type: ignore[union-attr]
-            return [(r["epoch"], r["step"], r["a"]) for r in csv.DictReader(f) if r["a"]]
+            return [(r["epoch"], r["step"], r[name]) for r in csv.DictReader(f) if r[name]]
 
-    assert rows(learn.trainer) == rows(bare) == [("0", "5", "0.25"), ("1", "11", "0.5"), ("2", "17", "0.75")]
+    assert rows(learn.trainer, "a") == rows(bare, "a") == [("0", "5", "0.25"), ("1", "11", "0.5"), ("2", "17", "0.75")]
+    assert rows(learn.trainer, "v") == rows(bare, "v") == [("0", "5", "0.5"), ("1", "11", "1.0"), ("2", "17", "1.5")]
     for metrics in ("logged_metrics", "callback_metrics"):
         mine, theirs = getattr(learn.trainer, metrics)["a"], getattr(bare, metrics)["a"]
         assert (mine.dtype, mine.device, float(mine)) == (theirs.dtype, theirs.device, 0.75)

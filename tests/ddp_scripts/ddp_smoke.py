@@ -38,6 +38,13 @@ for _event in EVENT_NAMES:
         setattr(Trace, _event, _recorder(_event))
 
 
+class RankValue(Callback):
+    """Logs a value that differs by rank: log_epoch averages it over the ranks, as self.log(sync_dist=True)."""
+
+    def after_epoch(self) -> None:
+        self.learn.log_epoch({}, extra={"rank_mean": float(self.learn.trainer.global_rank)})
+
+
 class SeedDecides:
     """One of the article's callbacks (``begin_fit(learn)``, truthy returns to go on), rank-dependent."""
 
@@ -108,7 +115,7 @@ def fastai_fit(rank: int) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     trace = Trace()
-    learn = make_learner(".", data=make_data(n=192, n_valid=64, bs=32), cbs=[trace], lr=1e-2)
+    learn = make_learner(".", data=make_data(n=192, n_valid=64, bs=32), cbs=[trace, RankValue()], lr=1e-2)
     learn.fit(2, accelerator="cpu", devices=2, strategy="ddp")
     recorder = named_cb(learn, "recorder", Recorder)
     rank = trainer_of(learn).global_rank
