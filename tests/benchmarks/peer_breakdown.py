@@ -56,7 +56,7 @@ BREAKDOWN = (
     ("bridge.module", "LearnerModule", "on_validation_epoch_start", "  validation start (before_validate)"),
     ("bridge.module", "LearnerModule", "on_validation_epoch_end", "  validation end (after_validate)"),
     ("bridge.module", "LearnerModule", "on_train_epoch_end", "epoch end (after_epoch: metrics, table, log)"),
-    ("bridge.output", "LoopOutput", "log_epoch", "  of which self.log of the epoch values"),
+    ("bridge.output", "LoopOutput", "log_epoch", "  of which the epoch values to Lightning (log_epoch)"),
     ("bridge.recorder", "Recorder", "after_fit", "after_fit (Recorder)"),
     ("lightning.pytorch.loggers.tensorboard", "TensorBoardLogger", "log_metrics", "TensorBoard log_metrics"),
     ("lightning.pytorch.loggers.tensorboard", "TensorBoardLogger", "finalize", "TensorBoard finalize"),
