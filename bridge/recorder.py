@@ -271,6 +271,7 @@ class Recorder(Callback):
             learn.final_record = list(self._valid) if self.valid_metrics else []
             self.values.append(list(learn.final_record))  # fastai: an evaluation's history is its one row
             self.full_values.append([math.nan, *self._valid])
+            self.iters.append(len(self.losses))  # fastai: its smoothed loss's count, 0 in an evaluation
             return
         self._flush()  # losses of a cancelled epoch, so that ranks stay aligned batch by batch
         train = [self._train_loss, *self._train_mets] if self.train_metrics else [self._train_loss]

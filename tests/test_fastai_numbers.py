@@ -159,4 +159,6 @@ def test_recorders_train_and_valid_metrics_give_fastais_columns_and_values(
     assert fl.recorder.metric_names == fa.recorder.metric_names
     assert [len(row) for row in fl.recorder.values] == [len(row) for row in fa.recorder.values]
     assert _values(fl) == pytest.approx(_values(fa), rel=1e-5)
+    assert fl.recorder.iters == fa.recorder.iters
     assert quietly(fl.validate) == pytest.approx(list(quietly(fa.validate)), rel=1e-5)
+    assert fl.recorder.iters == fa.recorder.iters  # an evaluation's history: fastai's [0]
