@@ -77,10 +77,10 @@ class LoopOutput:
         # self.log cost ~1.3 ms an epoch (a torchmetrics state per value, collected at the epoch
         # end), 3.5% of the peer job's fit (docs/performance.md, "Peer job").
         names, numbers = [*values, *extra], [float(v) for v in (*values.values(), *extra.values())]
-        if collectives_enabled() and numbers:  # sync_dist=True's mean over the ranks, in one all-reduce
-            numbers = reduce_mean(torch.tensor(numbers, dtype=torch.float64, device=module.device)).tolist()
         dtype = torch.get_default_dtype()
         dtype = dtype if dtype in (torch.float32, torch.float64) else torch.float32  # as Lightning's results
+        if collectives_enabled() and numbers:  # sync_dist=True's mean over the ranks, in one all-reduce
+            numbers = reduce_mean(torch.tensor(numbers, dtype=dtype, device=module.device)).tolist()
         tensors = {name: torch.tensor(v, dtype=dtype, device=module.device) for name, v in zip(names, numbers)}
         trainer.callback_metrics.update(tensors)
         logged = {name: tensors[name] for name in values}
