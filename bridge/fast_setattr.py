@@ -39,7 +39,15 @@ __all__ = ["fast_setattr", "restore", "speed_up"]
 
 
 def fast_setattr(self: nn.Module, name: str, value: Any) -> None:
-    """``nn.Module.__setattr__``, with Lightning's hook-name writes taken straight to ``__dict__``."""
+    """``nn.Module.__setattr__``, with Lightning's hook-name writes taken straight to ``__dict__``.
+
+    Example:
+        >>> m = nn.Linear(2, 2)
+        >>> fast_setattr(m, "_current_fx_name", "training_step"); vars(m)["_current_fx_name"]
+        'training_step'
+        >>> fast_setattr(m, "extra", nn.ReLU()); "extra" in m._modules  # any other write: nn.Module's
+        True
+    """
     if name == "_current_fx_name" and (value is None or type(value) is str):
         object.__setattr__(self, name, value)
     else:
@@ -83,7 +91,17 @@ def _fast_class(cls: type) -> type:
 
 
 def speed_up(module: nn.Module) -> type | None:
-    """Give ``module`` :func:`fast_setattr` for a fit; returns its class for :func:`restore` (None: left alone)."""
+    """Give ``module`` :func:`fast_setattr` for a fit; returns its class for :func:`restore` (None: left alone).
+
+    Example:
+        >>> class Own(nn.Module):
+        ...     def __setattr__(self, name, value):
+        ...         super().__setattr__(name, value)
+        >>> speed_up(Own()) is None  # its own __setattr__: left alone
+        True
+        >>> speed_up(nn.Linear(2, 2)) is nn.Linear
+        True
+    """
     cls = type(module)
     if _FAST.get(cls.__bases__[0]) is cls:  # already sped up (a second set-up before a teardown)
         return cls.__bases__[0]
@@ -108,6 +126,13 @@ def speed_up(module: nn.Module) -> type | None:
 
 
 def restore(module: nn.Module, original: type | None) -> None:
-    """Undo :func:`speed_up`, unless the class was changed again since (e.g. ``fully_shard``'s own subclass)."""
+    """Undo :func:`speed_up`, unless the class was changed again since (e.g. ``fully_shard``'s own subclass).
+
+    Example:
+        >>> m = nn.Linear(2, 2); original = speed_up(m)
+        >>> restore(m, original); type(m) is nn.Linear
+        True
+        >>> restore(m, None)  # speed_up left it alone: nothing to undo
+    """
     if original is not None and type(module) is _fast_class(original):
         module.__class__ = original
