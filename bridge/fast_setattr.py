@@ -56,7 +56,7 @@ def fast_setattr(self: nn.Module, name: str, value: Any) -> None:
 
 def _reduce_ex(self: nn.Module, protocol: Any) -> Any:
     # pickle and copy rebuild the module as its original class (the subclass exists only for a fit).
-    fast: type = next(k for k in type(self).__mro__ if _FAST.get(k.__bases__[0]) is k)
+    fast: type = next(k for k in type(self).__mro__ if _is_fast(k))
     if type(self) is not fast:  # subclassed again since (e.g. fully_shard's class): as if fast were not there
         return super(fast, self).__reduce_ex__(protocol)  # type: ignore[arg-type]
     base = fast.__bases__[0]
@@ -74,6 +74,10 @@ def _reduce_ex(self: nn.Module, protocol: Any) -> Any:
 
 
 _FAST: dict[type, type] = {}  # per original class, its one subclass
+
+
+def _is_fast(cls: type) -> bool:
+    return bool(cls.__bases__) and _FAST.get(cls.__bases__[0]) is cls
 
 
 def _fast_class(cls: type) -> type:
@@ -103,7 +107,7 @@ def speed_up(module: nn.Module) -> type | None:
         True
     """
     cls = type(module)
-    if _FAST.get(cls.__bases__[0]) is cls:  # already sped up (a second set-up before a teardown)
+    if _is_fast(cls):  # already sped up (a second set-up before a teardown)
         return cls.__bases__[0]
     own = (
         cls.__setattr__ is not nn.Module.__setattr__  # its own
@@ -134,5 +138,5 @@ def restore(module: nn.Module, original: type | None) -> None:
         True
         >>> restore(m, None)  # speed_up left it alone: nothing to undo
     """
-    if original is not None and type(module) is _fast_class(original):
+    if original is not None and type(module) is _FAST.get(original):
         module.__class__ = original
